@@ -1,0 +1,41 @@
+# Every target sets up what it needs on a fresh machine.
+# torch==2.13.0 is installed first: it is a local CPU wheel here, and an unpinned
+# torch would pull a multi-GB CUDA build.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: setup demo test lint typecheck unit bench crds clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[test]"
+	touch $@
+
+demo: setup
+	$(VENV)/bin/python -m hotswap_server.demo $(DEMO_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check server operator tests bench e2e
+	$(VENV)/bin/ruff format --check server operator tests bench e2e
+
+typecheck: setup
+	$(VENV)/bin/mypy server/hotswap_server server/hotswap_agent operator/hotswap_operator
+
+unit: setup
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+test: lint typecheck unit
+
+bench: setup
+	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache demo-report
