@@ -1,0 +1,33 @@
+"""``hotswap-server``: parse settings, configure logging, serve."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from .settings import SettingsError, parse_settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = parse_settings(argv)
+    except SettingsError as e:
+        print(f"hotswap-server: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from .app import serve  # torch is imported only once the settings are known to be good
+
+    try:
+        asyncio.run(serve(settings))
+    except RuntimeError as e:  # e.g. --device cuda without a GPU
+        print(f"hotswap-server: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

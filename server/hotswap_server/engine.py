@@ -1,0 +1,295 @@
+"""The batching engine: requests in, batched forwards on one model thread, scores out.
+
+Invariants (the heart of the hot swap):
+- A job (one HTTP request) is *pinned* to a slot, and to the slot's version at that moment,
+  when its first pair enters a batch. Every later pair of that job runs on the same slot.
+- An in-place swap pauses pinning, lets pinned jobs finish (they may span many batches),
+  then runs the weight copy on the model thread, where no forward can overlap it.
+- In double mode a new slot becomes active while the old one finishes its pinned jobs.
+So each job is scored by exactly one version, and ``Job.version`` names it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
+
+import numpy as np
+
+from .errors import HotswapError, NotReady, Overloaded
+from .metrics import ServerMetrics
+from .modelload import LoadedVersion
+from .scoring import Runner, runner_for
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+POOL_FACTOR = 4  # batches are picked by length from this many batches' worth of waiting pairs
+
+
+class BackendError(HotswapError):
+    status = 500
+    error_type = "Backend"
+
+
+@dataclass(eq=False)
+class Slot:
+    """A model on the device that jobs can be pinned to."""
+
+    loaded: LoadedVersion
+    runner: Runner
+    pinned: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    def of(cls, loaded: LoadedVersion) -> Slot:
+        slot = cls(loaded, runner_for(loaded))
+        slot.idle.set()
+        return slot
+
+    def replace(self, loaded: LoadedVersion) -> None:
+        """Point this slot at new weights (in-place swap): only while nothing is pinned."""
+        assert self.pinned == 0
+        self.loaded = loaded
+        self.runner = runner_for(loaded)
+
+
+@dataclass(eq=False)
+class Job:
+    query: str
+    docs: list[str]
+    future: asyncio.Future[None]
+    pending: list[int]
+    scores: np.ndarray
+    tokens: np.ndarray
+    remaining: int
+    slot: Slot | None = None
+    version: str = ""
+    kind: str = ""
+
+
+@dataclass(frozen=True)
+class Scored:
+    raw: np.ndarray
+    tokens: int
+    version: str
+    kind: str
+
+
+class Engine:
+    def __init__(self, max_batch_size: int, max_queue_pairs: int, metrics: ServerMetrics) -> None:
+        self.max_batch_size = max_batch_size
+        self.max_queue_pairs = max_queue_pairs
+        self.metrics = metrics
+        # One thread owns the device: forwards and in-place copies never overlap.
+        self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hotswap-model")
+        self.active: Slot | None = None
+        self._jobs: deque[Job] = deque()
+        self._waiting_pairs = 0
+        self._paused = False
+        self._closing = False
+        self._wakeup = asyncio.Event()
+        self._changed = asyncio.Event()  # set after every batch: drain waiters re-check
+        self._task: asyncio.Task[None] | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="hotswap-engine")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for job in self._jobs:
+            if not job.future.done():
+                job.future.set_exception(NotReady("server is shutting down"))
+        self.model_thread.shutdown(wait=True)
+
+    async def drain(self, timeout: float) -> bool:
+        """Refuse new work, then wait (bounded) until every accepted job is answered."""
+        self._closing = True
+        deadline = time.monotonic() + timeout
+        while self._jobs and time.monotonic() < deadline:
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+        return not self._jobs
+
+    @property
+    def ready(self) -> bool:
+        return self.active is not None and not self._closing
+
+    @property
+    def waiting_pairs(self) -> int:
+        return self._waiting_pairs
+
+    # --- requests --------------------------------------------------------------------------
+    async def score(self, query: str, docs: list[str]) -> Scored:
+        if self._closing:
+            raise NotReady("server is shutting down")
+        if self.active is None:
+            raise NotReady("no model is active yet")
+        if self._waiting_pairs + len(docs) > self.max_queue_pairs:
+            raise Overloaded(
+                f"queue full: {self._waiting_pairs} pairs waiting, limit {self.max_queue_pairs}; retry later"
+            )
+        loop = asyncio.get_running_loop()
+        job = Job(
+            query=query,
+            docs=docs,
+            future=loop.create_future(),
+            pending=list(range(len(docs))),
+            scores=np.empty(len(docs), dtype=np.float32),
+            tokens=np.zeros(len(docs), dtype=np.int64),
+            remaining=len(docs),
+        )
+        self._jobs.append(job)
+        self._waiting_pairs += len(docs)
+        self.metrics.queue_depth.set(self._waiting_pairs)
+        self._wakeup.set()
+        await job.future
+        return Scored(job.scores, int(job.tokens.sum()), job.version, job.kind)
+
+    # --- control (used by the swap manager) -------------------------------------------------
+    async def on_model_thread(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.model_thread, fn)
+
+    async def exclusive(self, fn: Callable[[], T]) -> tuple[T, float]:
+        """Run ``fn`` on the model thread once no job is pinned; new jobs wait meanwhile.
+
+        Returns fn's result and the pause: how long new requests could not start.
+        """
+        started = time.perf_counter()
+        self._paused = True
+        try:
+            for slot in self._live_slots():
+                while slot.pinned:
+                    slot.idle.clear()
+                    self._wakeup.set()
+                    await slot.idle.wait()
+            result = await self.on_model_thread(fn)
+        finally:
+            self._paused = False
+            self._wakeup.set()
+        return result, time.perf_counter() - started
+
+    def set_active(self, slot: Slot | None) -> Slot | None:
+        """Route new jobs to ``slot``; jobs pinned to the old one finish there. Returns the old one."""
+        old, self.active = self.active, slot
+        self._wakeup.set()
+        return old
+
+    @staticmethod
+    async def wait_idle(slot: Slot) -> None:
+        while slot.pinned:
+            slot.idle.clear()
+            await slot.idle.wait()
+
+    def _live_slots(self) -> list[Slot]:
+        slots = {id(j.slot): j.slot for j in self._jobs if j.slot is not None}
+        if self.active is not None:
+            slots[id(self.active)] = self.active
+        return list(slots.values())
+
+    # --- the loop --------------------------------------------------------------------------
+    def _slot_for(self, job: Job) -> Slot | None:
+        if job.slot is not None:
+            return job.slot
+        return None if self._paused else self.active
+
+    def _next_batch(self) -> tuple[Slot, list[tuple[Job, int]]] | None:
+        slot: Slot | None = None
+        pool: list[tuple[Job, int]] = []
+        limit = self.max_batch_size * POOL_FACTOR
+        for job in self._jobs:
+            if not job.pending:
+                continue
+            js = self._slot_for(job)
+            if js is None:
+                continue
+            if slot is None:
+                slot = js
+            elif js is not slot:
+                continue
+            pool.extend((job, i) for i in job.pending[: limit - len(pool)])
+            if len(pool) >= limit:
+                break
+        if slot is None or not pool:
+            return None
+        if len(pool) > self.max_batch_size:
+            # Bucket by length so one long document does not pad the whole batch, while the
+            # oldest pair (pool[0]) is always in the chosen window: nothing starves.
+            oldest = pool[0]
+            pool.sort(key=lambda p: len(p[0].docs[p[1]]) + len(p[0].query))
+            pos = next(i for i, p in enumerate(pool) if p[0] is oldest[0] and p[1] == oldest[1])
+            start = min(pos, len(pool) - self.max_batch_size)
+            pool = pool[start : start + self.max_batch_size]
+        for job, i in pool:
+            job.pending.remove(i)
+            if job.slot is None:
+                job.slot = slot
+                job.version = slot.loaded.version
+                job.kind = slot.loaded.kind
+                slot.pinned += 1
+        self._waiting_pairs -= len(pool)
+        self.metrics.queue_depth.set(self._waiting_pairs)
+        return slot, pool
+
+    def _finish(self, job: Job, error: BaseException | None = None) -> None:
+        self._jobs.remove(job)
+        if job.pending:
+            self._waiting_pairs -= len(job.pending)
+            job.pending.clear()
+        if job.slot is not None:
+            job.slot.pinned -= 1
+            if job.slot.pinned == 0:
+                job.slot.idle.set()
+        if not job.future.done():
+            if error is None:
+                job.future.set_result(None)
+            else:
+                job.future.set_exception(error)
+
+    async def _run(self) -> None:
+        while True:
+            picked = self._next_batch()
+            if picked is None:
+                self._changed.set()
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                continue
+            slot, batch = picked
+            runner = slot.runner
+            queries = [job.query for job, _ in batch]
+            docs = [job.docs[i] for job, i in batch]
+            self.metrics.batch_size.observe(len(batch))
+            try:
+                raw, tokens = await self.on_model_thread(partial(runner.score, queries, docs))
+            except Exception as e:
+                log.exception("model forward failed for a batch of %d pairs", len(batch))
+                for job in {id(j): j for j, _ in batch}.values():
+                    if job in self._jobs:
+                        self._finish(job, BackendError(f"model forward failed: {type(e).__name__}"))
+                continue
+            self.metrics.pairs.labels(slot.loaded.version).inc(len(batch))
+            for (job, i), value, count in zip(batch, raw, tokens, strict=True):
+                job.scores[i] = value
+                job.tokens[i] = count
+                job.remaining -= 1
+                if job.remaining == 0:
+                    self._finish(job)
+            # Drop jobs whose client went away before they were pinned.
+            for job in [j for j in self._jobs if j.future.cancelled()]:
+                self._finish(job)
+            self._changed.set()

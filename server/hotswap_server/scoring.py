@@ -1,0 +1,117 @@
+"""Turning (query, document) pairs into scores with one loaded version.
+
+Pre-processing (tokenize), core (forward) and post-processing (to float32 numpy) are split
+so the batching engine can size batches by tokens and the benchmark can time each part.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from .modelload import LoadedVersion
+
+
+class Runner(Protocol):
+    def score(self, queries: list[str], docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(raw scores, tokens read per pair): logits for cross-encoders, cosine for bi-encoders."""
+        ...
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+class CrossEncoderRunner:
+    def __init__(self, loaded: LoadedVersion) -> None:
+        self.module = loaded.module
+        self.tokenizer = loaded.tokenizer
+        self.max_length = loaded.max_length
+
+    def encode(self, queries: list[str], docs: list[str]) -> Any:
+        # Pairs are truncated on the document side: the query is what the user asked.
+        return self.tokenizer(
+            queries,
+            docs,
+            padding=True,
+            truncation="only_second",
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+
+    def score(self, queries: list[str], docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        batch = self.encode(queries, docs)
+        device = _device_of(self.module)
+        with torch.inference_mode():
+            inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            logits = self.module(**inputs).logits
+        tokens = batch["attention_mask"].sum(dim=1).numpy()
+        return logits.reshape(-1).float().cpu().numpy(), tokens
+
+
+class BiEncoderRunner:
+    def __init__(self, loaded: LoadedVersion) -> None:
+        self.module = loaded.module
+        self.tokenizer = loaded.tokenizer
+        self.max_length = loaded.max_length
+        self.pooling = loaded.pooling
+
+    def embed(self, texts: list[str]) -> tuple[torch.Tensor, np.ndarray]:
+        batch = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        device = _device_of(self.module)
+        with torch.inference_mode():
+            inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            hidden = self.module(**inputs).last_hidden_state.float()
+            mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            if self.pooling == "cls":
+                pooled = hidden[:, 0]
+            elif self.pooling == "max":
+                pooled = hidden.masked_fill(mask == 0, float("-inf")).max(dim=1).values
+            else:
+                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            tokens = batch["attention_mask"].sum(dim=1).numpy()
+            return torch.nn.functional.normalize(pooled, dim=-1), tokens
+
+    def score(self, queries: list[str], docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        # A batch usually repeats one query for many documents: embed each distinct text once.
+        unique = list(dict.fromkeys([*queries, *docs]))
+        index = {t: i for i, t in enumerate(unique)}
+        emb, counts = self.embed(unique)
+        qi = [index[t] for t in queries]
+        di = [index[t] for t in docs]
+        scores = (emb[qi] * emb[di]).sum(dim=-1).cpu().numpy().astype(np.float32)
+        return scores, counts[qi] + counts[di]
+
+
+def runner_for(loaded: LoadedVersion) -> Runner:
+    return CrossEncoderRunner(loaded) if loaded.kind == "cross-encoder" else BiEncoderRunner(loaded)
+
+
+def to_relevance(raw: np.ndarray, kind: str) -> np.ndarray:
+    """The default score: sigmoid of the logit for cross-encoders; cosine already lies in [-1, 1]."""
+    if kind == "cross-encoder":
+        return (1.0 / (1.0 + np.exp(-raw.astype(np.float64)))).astype(np.float32)
+    return raw.astype(np.float32)
+
+
+def token_lengths(loaded: LoadedVersion, query: str, docs: list[str]) -> list[int]:
+    """Tokens of each (query, doc) pair untruncated: used to refuse over-long input when truncation is off."""
+    if loaded.kind == "cross-encoder":
+        enc = loaded.tokenizer([query] * len(docs), docs, truncation=False)
+        return [len(ids) for ids in enc["input_ids"]]
+    enc = loaded.tokenizer([query, *docs], truncation=False)
+    lengths = [len(ids) for ids in enc["input_ids"]]
+    return [max(lengths[0], n) for n in lengths[1:]]
+
+
+def clip_documents(loaded: LoadedVersion, docs: list[str], max_tokens: int) -> list[str]:
+    """Cut each document after ``max_tokens`` tokens, at a character offset so the text stays verbatim."""
+    enc = loaded.tokenizer(docs, add_special_tokens=False, return_offsets_mapping=True, truncation=False)
+    out = []
+    for doc, offsets in zip(docs, enc["offset_mapping"], strict=True):
+        out.append(doc if len(offsets) <= max_tokens else doc[: offsets[max_tokens - 1][1]])
+    return out

@@ -1,0 +1,370 @@
+"""Active, staged and previous versions, and the swap between them.
+
+The manager owns the lifecycle of model versions; the engine owns the requests. An
+activation never loads anything: it moves an already validated host copy into service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from .devices import Placement, device_free_bytes, memory_figures
+from .engine import Engine, Slot
+from .errors import Busy, Forbidden, NoPrevious, NotFound, NotStaged, ValidationError
+from .metrics import ServerMetrics
+from .modelload import LoadedVersion, load_version
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+VERSION_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# In-place copies go through a bounded scratch buffer: device memory grows by at most this
+# many elements (8 MiB in fp16) during a swap, however large the model's biggest tensor.
+SWAP_CHUNK_ELEMENTS = 4 * 1024 * 1024
+# "auto" loads beside the old model only when the device keeps this much headroom after it.
+DOUBLE_HEADROOM = 1.2
+
+SwapKind = Literal["inplace", "double", "replace"]
+
+
+def validate_version(version: object) -> str:
+    if not isinstance(version, str) or len(version) > 63 or not VERSION_RE.match(version):
+        raise ValidationError(
+            f"version must be a DNS-1123 label (lowercase letters, digits, '-'; <= 63): {version!r}"
+        )
+    return version
+
+
+def swap_weights_inplace(live: torch.nn.Module, host: torch.nn.Module, placement: Placement) -> None:
+    """Exchange the weights of ``live`` (device) and ``host`` tensor by tensor, chunk by chunk.
+
+    The live tensors keep their storage (no reallocation, same data pointers); afterwards
+    ``host`` holds the outgoing weights, ready for a rollback. On CUDA the copies run on a
+    side stream from pinned host memory.
+    """
+    live_sd = live.state_dict()
+    host_sd = host.state_dict()
+    stream = torch.cuda.Stream(placement.device) if placement.is_cuda else None
+    if stream is not None:
+        stream.wait_stream(torch.cuda.current_stream(placement.device))
+    ctx = torch.cuda.stream(stream) if stream is not None else _nullcontext()
+    with torch.no_grad(), ctx:
+        for name, dst in live_sd.items():
+            src = host_sd[name]
+            d, s = dst.view(-1), src.view(-1)
+            for start in range(0, d.numel(), SWAP_CHUNK_ELEMENTS):
+                end = min(start + SWAP_CHUNK_ELEMENTS, d.numel())
+                scratch = d[start:end].clone()
+                d[start:end].copy_(s[start:end], non_blocking=True)
+                s[start:end].copy_(scratch, non_blocking=True)
+    if stream is not None:
+        stream.synchronize()
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class SwapManager:
+    def __init__(
+        self, settings: Settings, placement: Placement, engine: Engine, metrics: ServerMetrics
+    ) -> None:
+        self.settings = settings
+        self.placement = placement
+        self.engine = engine
+        self.metrics = metrics
+        self.models_root = settings.models_root
+        self.staged: LoadedVersion | None = None
+        self.previous: LoadedVersion | None = None
+        self.last_swap: dict[str, Any] | None = None
+        self.operation: str | None = None
+        # Loading and validating run here, off the model thread: serving continues meanwhile.
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hotswap-loader")
+
+    @property
+    def active(self) -> LoadedVersion | None:
+        return self.engine.active.loaded if self.engine.active is not None else None
+
+    # --- one control operation at a time ----------------------------------------------------
+    async def _exclusive_op(self, name: str, fn: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        if self.operation is not None:
+            raise Busy(f"{self.operation} is in progress; retry when it finishes")
+        self.operation = name
+        try:
+            return await fn()
+        finally:
+            self.operation = None
+
+    def resolve_path(self, raw: object) -> Path:
+        if not isinstance(raw, str) or not raw:
+            raise ValidationError("path must be a non-empty string")
+        root = self.models_root.resolve()
+        candidate = Path(raw) if Path(raw).is_absolute() else root / raw
+        try:
+            resolved = candidate.resolve(strict=True)
+        except (FileNotFoundError, RuntimeError):
+            # Say "outside" before "missing" so the reply does not probe paths outside the root.
+            if not candidate.absolute().is_relative_to(root):
+                raise Forbidden(f"path must lie inside the models root {root}") from None
+            raise NotFound(f"no model folder at {raw}") from None
+        if not resolved.is_relative_to(root):
+            raise Forbidden(f"path must lie inside the models root {root} (after resolving links)")
+        if not resolved.is_dir():
+            raise NotFound(f"not a folder: {raw}")
+        return resolved
+
+    # --- operations ----------------------------------------------------------------------------
+    async def preload(self, version: str, raw_path: object, digest: str | None = None) -> dict[str, Any]:
+        validate_version(version)
+        if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+            raise ValidationError("digest must be 64 lowercase hex characters")
+        path = self.resolve_path(raw_path)
+        return await self._exclusive_op("preload", lambda: self._preload(version, path, digest))
+
+    async def _preload(self, version: str, path: Path, digest: str | None) -> dict[str, Any]:
+        active = self.active
+        for known in (self.staged, self.previous, active):
+            if known is not None and known.version == version and known.path != path:
+                raise Busy(
+                    f"version {version} is already loaded from {known.path}; discard it or use a new id"
+                )
+            if (
+                known is not None
+                and digest is not None
+                and known.version == version
+                and known.digest != digest
+            ):
+                raise Busy(f"version {version} is already loaded with digest {known.digest}")
+        if active is not None and active.version == version:
+            return {"staged": None, "compatible": "active", "active": active.record()}
+        if self.staged is not None and self.staged.version == version:
+            return self._staged_reply()
+        if self.previous is not None and self.previous.version == version:
+            # The outgoing weights of the last swap are still in host memory: reuse them.
+            self.staged, self.previous = self.previous, None
+            return self._staged_reply()
+        self.staged = None  # a new version replaces the staged one; free it before loading
+        loop = asyncio.get_running_loop()
+        loaded = await loop.run_in_executor(
+            self._loader,
+            lambda: load_version(
+                version,
+                path,
+                self.placement.dtype,
+                pin_memory=self.placement.is_cuda,
+                max_input_length=self.settings.max_input_length,
+                expected_digest=digest,
+            ),
+        )
+        self.staged = loaded
+        return self._staged_reply()
+
+    def _compatible(self, incoming: LoadedVersion) -> bool:
+        active = self.active
+        return active is not None and active.kind == incoming.kind and active.signature == incoming.signature
+
+    def _staged_reply(self) -> dict[str, Any]:
+        assert self.staged is not None
+        return {
+            "staged": self.staged.record(),
+            "compatible": "inplace" if self._compatible(self.staged) else "replace",
+        }
+
+    async def activate(self, version: str) -> dict[str, Any]:
+        validate_version(version)
+        return await self._exclusive_op("activate", lambda: self._activate(version))
+
+    async def _activate(self, version: str) -> dict[str, Any]:
+        active = self.active
+        if active is not None and active.version == version:
+            return self._swap_reply("noop", 0.0)
+        if self.staged is None or self.staged.version != version:
+            staged = self.staged.version if self.staged else None
+            raise NotStaged(f"version {version} is not staged (staged: {staged}); preload it first")
+        incoming, self.staged = self.staged, None
+        try:
+            outgoing, mode, pause = await self._bring_in(incoming)
+        except BaseException:
+            self.staged = incoming
+            raise
+        self.previous = outgoing
+        return self._record_swap(outgoing, mode, pause)
+
+    async def rollback(self) -> dict[str, Any]:
+        return await self._exclusive_op("rollback", self._rollback)
+
+    async def _rollback(self) -> dict[str, Any]:
+        if self.previous is None:
+            raise NoPrevious("there is no previous version to roll back to")
+        incoming, self.previous = self.previous, None
+        try:
+            outgoing, mode, pause = await self._bring_in(incoming)
+        except BaseException:
+            self.previous = incoming
+            raise
+        self.previous = outgoing
+        return self._record_swap(outgoing, mode, pause)
+
+    async def discard(self) -> dict[str, Any]:
+        async def _discard() -> dict[str, Any]:
+            self.staged = None
+            return {"staged": None}
+
+        return await self._exclusive_op("discard", _discard)
+
+    async def boot(self, folder: Path, version: str) -> None:
+        """Serve ``folder`` at start (the ``--model`` flag): load, then bring it in."""
+        validate_version(version)
+        self.operation = "boot"
+        try:
+            await self._preload(version, folder.resolve(), None)
+            await self._activate(version)
+        finally:
+            self.operation = None
+
+    # --- the swap itself -----------------------------------------------------------------------
+    def _choose_mode(self, incoming: LoadedVersion) -> SwapKind:
+        if not self._compatible(incoming):
+            return "replace"
+        mode = self.settings.swap_mode
+        if mode == "auto":
+            room = device_free_bytes(self.placement) > incoming.nbytes * DOUBLE_HEADROOM
+            return "double" if room else "inplace"
+        return mode
+
+    async def _bring_in(self, incoming: LoadedVersion) -> tuple[LoadedVersion | None, str, float]:
+        """Make ``incoming`` (host) the active version; return (outgoing on host, mode, pause s)."""
+        current = self.engine.active
+        mode = self._choose_mode(incoming)
+        if current is None:
+            slot = Slot.of(await self._to_device(incoming))
+            self.engine.set_active(slot)
+            return None, "initial", 0.0
+        if mode == "inplace":
+            return await self._swap_inplace(current, incoming)
+        room = device_free_bytes(self.placement) > incoming.nbytes * DOUBLE_HEADROOM
+        if mode == "double" or room or not self.placement.is_cuda:
+            return await self._swap_double(current, incoming, mode)
+        return await self._replace_tight(current, incoming)
+
+    async def _swap_inplace(self, slot: Slot, incoming: LoadedVersion) -> tuple[LoadedVersion, str, float]:
+        outgoing_meta = slot.loaded
+        live_module = slot.loaded.module
+
+        def copy() -> None:
+            swap_weights_inplace(live_module, incoming.module, self.placement)
+            now = datetime.now(UTC)
+            slot.replace(replace(incoming, module=live_module, loaded_at=now))
+
+        _, pause = await self.engine.exclusive(copy)
+        # The incoming host copy now holds the outgoing weights: that is the previous version.
+        outgoing = replace(outgoing_meta, module=incoming.module, tokenizer=outgoing_meta.tokenizer)
+        return outgoing, "inplace", pause
+
+    async def _swap_double(
+        self, slot: Slot, incoming: LoadedVersion, mode: str
+    ) -> tuple[LoadedVersion, str, float]:
+        on_device = await self._to_device(incoming)
+        self.engine.set_active(Slot.of(on_device))
+        # New requests already go to the new slot; the old one finishes what it started.
+        await self.engine.wait_idle(slot)
+        outgoing = await self._to_host(slot.loaded)
+        return outgoing, mode, 0.0
+
+    async def _replace_tight(self, slot: Slot, incoming: LoadedVersion) -> tuple[LoadedVersion, str, float]:
+        """A different shape and no room for both: drain, move the old out, move the new in."""
+        holder: dict[str, LoadedVersion] = {}
+
+        def move() -> None:
+            holder["out"] = self._to_host_sync(slot.loaded)
+            slot.replace(self._to_device_sync(incoming))
+
+        _, pause = await self.engine.exclusive(move)
+        return holder["out"], "replace", pause
+
+    def _to_device_sync(self, loaded: LoadedVersion) -> LoadedVersion:
+        if not self.placement.is_cuda:
+            return loaded
+        stream = torch.cuda.Stream(self.placement.device)
+        with torch.cuda.stream(stream):
+            module = loaded.module.to(self.placement.device, non_blocking=True)
+        stream.synchronize()
+        return replace(loaded, module=module)
+
+    def _to_host_sync(self, loaded: LoadedVersion) -> LoadedVersion:
+        if not self.placement.is_cuda:
+            return loaded
+        module = loaded.module.to("cpu")
+        torch.cuda.empty_cache()
+        return replace(loaded, module=module)
+
+    async def _to_device(self, loaded: LoadedVersion) -> LoadedVersion:
+        return await asyncio.get_running_loop().run_in_executor(self._loader, self._to_device_sync, loaded)
+
+    async def _to_host(self, loaded: LoadedVersion) -> LoadedVersion:
+        return await asyncio.get_running_loop().run_in_executor(self._loader, self._to_host_sync, loaded)
+
+    def _record_swap(self, outgoing: LoadedVersion | None, mode: str, pause: float) -> dict[str, Any]:
+        active = self.active
+        assert active is not None
+        self.last_swap = {
+            "fromVersion": outgoing.version if outgoing else None,
+            "toVersion": active.version,
+            "mode": mode,
+            "pauseMs": round(pause * 1000, 3),
+            "at": datetime.now(UTC).isoformat(),
+        }
+        self.metrics.swaps.labels(mode).inc()
+        self.metrics.swap_pause.observe(pause)
+        self.metrics.last_swap_pause.set(pause)
+        self.metrics.set_active(active.record())
+        log.info(
+            "swapped %s -> %s (%s, pause %.1f ms)",
+            self.last_swap["fromVersion"],
+            active.version,
+            mode,
+            pause * 1000,
+        )
+        return self._swap_reply(mode, pause)
+
+    def _swap_reply(self, mode: str, pause: float) -> dict[str, Any]:
+        return {
+            "active": self.active.record() if self.active else None,
+            "previous": self.previous.record() if self.previous else None,
+            "mode": mode,
+            "pauseMs": round(pause * 1000, 3),
+        }
+
+    def state(self) -> dict[str, Any]:
+        active = self.active
+        return {
+            "active": active.record() if active else None,
+            "staged": self.staged.record() if self.staged else None,
+            "previous": self.previous.record() if self.previous else None,
+            "swapMode": self.settings.swap_mode,
+            "lastSwap": self.last_swap,
+            "operation": self.operation,
+            "memory": memory_figures(self.placement, active.nbytes if active else 0),
+        }
+
+    def close(self) -> None:
+        self._loader.shutdown(wait=False, cancel_futures=True)
+
+
+def monotonic_ms() -> float:
+    return time.monotonic() * 1000
