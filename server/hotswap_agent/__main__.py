@@ -1,0 +1,3 @@
+from hotswap_agent.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,164 @@
+"""Test doubles for the agent: a fake model server (admin + data plane) and small helpers.
+
+The fake follows docs/admin-api.md and the data plane's Cohere shape closely enough to drive
+every agent operation; knobs let a test make it misbehave (NaN scores, a wrong version header).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from hotswap_server.digest import folder_digest
+
+ADMIN_TOKEN = "admin-token"
+AGENT_TOKEN = "agent-token"
+AUTH = {"Authorization": f"Bearer {AGENT_TOKEN}"}
+
+
+def write_model(folder: Path, label: str, size: int = 2048) -> Path:
+    """A small fake model folder whose content depends on ``label``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(f'{{"label": "{label}"}}\n')
+    (folder / "model.safetensors").write_bytes((label.encode() * (size // max(1, len(label)) + 1))[:size])
+    (folder / "tokenizer").mkdir(exist_ok=True)
+    (folder / "tokenizer" / "vocab.txt").write_text(f"hello\nworld\n{label}\n")
+    return folder
+
+
+def error(status: int, message: str, error_type: str) -> web.Response:
+    return web.json_response({"error": message, "error_type": error_type}, status=status)
+
+
+@dataclass
+class FakeServer:
+    models_root: Path
+    active: dict[str, Any] | None = None
+    staged: dict[str, Any] | None = None
+    previous: dict[str, Any] | None = None
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+    nan_scores: bool = False
+    header_override: str | None = None
+    preload_delay_s: float = 0.0
+    admin_url: str = ""
+    data_url: str = ""
+    _runners: list[web.AppRunner] = field(default_factory=list)
+
+    # --- admin plane ------------------------------------------------------------------------
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+        supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
+        if not hmac.compare_digest(supplied, ADMIN_TOKEN.encode()):
+            return error(401, "unauthorized", "unauthorized")
+        return await handler(request)
+
+    def _record(self, version: str, path: Path) -> dict[str, Any]:
+        return {"version": version, "path": str(path), "digest": folder_digest(path), "kind": "cross-encoder",
+                "loaded_at": time.time()}
+
+    async def state(self, request: web.Request) -> web.Response:
+        return web.json_response({"active": self.active, "staged": self.staged, "previous": self.previous,
+                                  "swapMode": "auto", "lastSwap": None, "operation": None, "memory": {}})
+
+    async def preload(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.calls.append(("preload", body))
+        if self.preload_delay_s:
+            await asyncio.sleep(self.preload_delay_s)
+        path = Path(body["path"])
+        path = (path if path.is_absolute() else self.models_root / path).resolve()
+        if not path.is_relative_to(self.models_root.resolve()):
+            return error(403, "path outside the models root", "forbidden")
+        if not path.is_dir():
+            return error(404, f"no folder {path}", "not_found")
+        rec = self._record(body["version"], path)
+        if body.get("digest") and body["digest"] != rec["digest"]:
+            return error(422, "digest mismatch", "digest_mismatch")
+        self.staged = rec
+        return web.json_response({"staged": rec, "compatible": "inplace"})
+
+    async def activate(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.calls.append(("activate", body))
+        if self.active and self.active["version"] == body["version"]:
+            return web.json_response({"active": self.active, "previous": self.previous, "mode": "noop", "pauseMs": 0})
+        if not self.staged or self.staged["version"] != body["version"]:
+            return error(409, f"{body['version']} is not staged", "not_staged")
+        self.previous, self.active, self.staged = self.active, self.staged, None
+        return web.json_response({"active": self.active, "previous": self.previous, "mode": "inplace", "pauseMs": 3})
+
+    async def rollback(self, request: web.Request) -> web.Response:
+        self.calls.append(("rollback", {}))
+        if not self.previous:
+            return error(409, "no previous version", "no_previous")
+        self.active, self.previous = self.previous, self.active
+        return web.json_response({"active": self.active, "previous": self.previous, "mode": "inplace", "pauseMs": 2})
+
+    async def discard(self, request: web.Request) -> web.Response:
+        self.calls.append(("discard", {}))
+        self.staged = None
+        return web.json_response({"staged": None})
+
+    # --- data plane -------------------------------------------------------------------------
+    async def rerank(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if not self.active:
+            return error(503, "no model active", "unavailable")
+        words = set(body["query"].lower().split())
+        results = []
+        for i, doc in enumerate(body["documents"]):
+            text = doc if isinstance(doc, str) else doc["text"]
+            overlap = len(words & set(text.lower().replace(".", " ").split()))
+            score = float("nan") if self.nan_scores else 1 / (1 + math.exp(-(overlap - 1)))
+            results.append({"index": i, "relevance_score": score})
+        results.sort(key=lambda r: -r["relevance_score"] if not math.isnan(r["relevance_score"]) else 0)
+        version = self.header_override or self.active["version"]
+        return web.Response(
+            text=__import__("json").dumps({"id": "x", "results": results}),
+            content_type="application/json",
+            headers={"X-Hotswap-Model-Version": version},
+        )
+
+    async def start(self) -> FakeServer:
+        admin = web.Application(middlewares=[self._auth])
+        admin.router.add_get("/admin/v1/state", self.state)
+        admin.router.add_post("/admin/v1/preload", self.preload)
+        admin.router.add_post("/admin/v1/activate", self.activate)
+        admin.router.add_post("/admin/v1/rollback", self.rollback)
+        admin.router.add_post("/admin/v1/discard", self.discard)
+        data = web.Application()
+        data.router.add_post("/v1/rerank", self.rerank)
+        urls = []
+        for app in (admin, data):
+            runner = web.AppRunner(app)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            self._runners.append(runner)
+            port = runner.addresses[0][1]
+            urls.append(f"http://127.0.0.1:{port}")
+        self.admin_url, self.data_url = urls
+        return self
+
+    async def stop(self) -> None:
+        for runner in self._runners:
+            await runner.cleanup()
+
+
+async def wait_for(predicate: Callable[[], Awaitable[Any]], timeout_s: float = 10.0, interval_s: float = 0.02) -> Any:
+    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await predicate()
+        if last:
+            return last
+        await asyncio.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s}s (last value: {last!r})")
