@@ -1,0 +1,797 @@
+"""Pure planning: (spec, status, observed pods) -> the next actions and the new status.
+
+Nothing here does I/O or reads a clock: every input arrives in :class:`PlanInput`, so each decision
+is a unit test. ``rollout.py`` observes, calls :func:`plan`, executes the actions, and folds each
+result back with :func:`record`.
+
+The agents are the truth. Status only remembers what agents cannot tell: which rollout (spec) is
+running, which pods it already verified, where it failed, and history. Because a pod is activated
+only while its agent reports another version, and verified before the next one moves, an operator
+restarted at any point neither swaps a pod twice nor skips one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Sequence
+from enum import StrEnum
+from typing import Any
+
+from . import conditions as cond
+from .models import (
+    ACTIVE_PHASES,
+    FAILED_PHASES,
+    CanaryCase,
+    CurrentStep,
+    Failure,
+    HistoryEntry,
+    HistoryResult,
+    Phase,
+    PodState,
+    PodStatus,
+    RerankerModelSpec,
+    RerankerModelStatus,
+    RolloutStatus,
+    Source,
+    Step,
+    VersionRef,
+)
+from .observed import PodView
+from .timeutil import iso, parse, seconds_between
+
+
+class Kind(StrEnum):
+    PREPARE = "prepare"  # stage (unless on disk) then preload
+    ACTIVATE = "activate"  # activate the staged version
+    REACTIVATE = "reactivate"  # the agent's rollback: the previous version, still in memory
+    VERIFY = "verify"
+    SOAK = "soak"
+
+
+class Purpose(StrEnum):
+    ROLLOUT = "rollout"  # part of a rollout: a failure fails the rollout
+    CONVERGE = "converge"  # a new, restarted or drifted pod joins a settled version
+    ROLLBACK = "rollback"  # back to the last-good version
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    kind: Kind
+    purpose: Purpose
+    pod: str
+    ip: str
+    version: str
+    spec_hash: str
+    source: Source | None = None
+    needs_stage: bool = False
+    canary: tuple[CanaryCase, ...] = ()
+    sample_metrics: bool = False
+    baseline: tuple[float, float] | None = None
+    max_error_rate: float = 0.0
+    timeout: float = 300.0
+
+    @property
+    def step(self) -> Step:
+        return {
+            Kind.PREPARE: Step.STAGE if self.needs_stage else Step.PRELOAD,
+            Kind.ACTIVATE: Step.ROLLBACK if self.purpose is Purpose.ROLLBACK else Step.ACTIVATE,
+            Kind.REACTIVATE: Step.ROLLBACK if self.purpose is Purpose.ROLLBACK else Step.ACTIVATE,
+            Kind.VERIFY: Step.VERIFY,
+            Kind.SOAK: Step.SOAK,
+        }[self.kind]
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What executing an action came to. ``step`` names the step that failed (or last ran)."""
+
+    ok: bool
+    step: Step
+    error: str = ""
+    digest: str | None = None
+    swap: dict[str, Any] | None = None
+    metrics: tuple[float, float] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class EventSpec:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanInput:
+    spec: RerankerModelSpec
+    status: RerankerModelStatus
+    pods: Sequence[PodView]
+    now: datetime.datetime
+    generation: int | None = None
+    boot: VersionRef | None = None  # what the boot ConfigMap holds now (None: absent)
+    poll_interval: float = 0.5
+    resync_interval: float = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    status: RerankerModelStatus
+    actions: tuple[Action, ...]
+    events: tuple[EventSpec, ...]
+    requeue_after: float
+    boot: VersionRef | None  # what the boot ConfigMap should hold (None: leave it alone)
+
+
+# ------------------------------------------------------------------------------------ planning
+
+
+def plan(inp: PlanInput) -> Plan:
+    """Decide the next step of one RerankerModel from what is observed now."""
+    return _Planner(inp).run()
+
+
+class _Planner:
+    def __init__(self, inp: PlanInput) -> None:
+        self.inp = inp
+        self.spec = inp.spec
+        self.now = iso(inp.now)
+        self.pods = sorted(inp.pods, key=lambda p: p.name)
+        self.old_pods = {p.name: p for p in inp.status.pods}
+        self.pod_status: dict[str, PodStatus] = {}
+        self.events: list[EventSpec] = []
+        self.actions: list[Action] = []
+        self.history = list(inp.status.history)
+        self.last_good = inp.status.last_good
+        self.rollout: RolloutStatus = inp.status.rollout  # type: ignore[assignment]  # set in run()
+        self.requeue = inp.resync_interval
+        self.converging = False
+        self.spec_hash = self.spec.fingerprint()
+
+    # -- driver
+
+    def run(self) -> Plan:
+        self._bootstrap_last_good()
+        self._select_rollout()
+        for pod in self.pods:
+            self._set_pod(pod, *self._default_state(pod))
+        phase = self.rollout.phase
+        if phase is Phase.PREFETCHING:
+            self._prefetch()
+        if self.rollout.phase is Phase.ACTIVATING:
+            self._activate(purpose=Purpose.ROLLOUT)
+        elif self.rollout.phase is Phase.COMPLETE:
+            self._activate(purpose=Purpose.CONVERGE)
+        elif self.rollout.phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK):
+            self._roll_back()
+        elif self.rollout.phase is Phase.HOLDING:
+            for pod in self.pods:
+                if pod.running and pod.agent is not None and pod.active != self._good_version():
+                    self._set_pod(
+                        pod, PodState.HELD, "held on the failed rollout (automatic rollback is off)"
+                    )
+        if self.actions:
+            self.requeue = 0.0
+        return Plan(
+            status=self._status(),
+            actions=tuple(self.actions),
+            events=tuple(self.events),
+            requeue_after=max(0.0, self.requeue),
+            boot=self._desired_boot(),
+        )
+
+    # -- rollout record
+
+    def _bootstrap_last_good(self) -> None:
+        """First sight of a resource: the version the pods booted on is the last-good one."""
+        if self.last_good is not None or self.inp.status.rollout is not None:
+            return
+        actives = {p.active for p in self.pods if p.agent is not None}
+        boot = self.inp.boot
+        if boot is not None and boot.version in actives:
+            digest = next(p.agent.active.digest for p in self.pods if p.active == boot.version and p.agent)  # type: ignore[union-attr]
+            self.last_good = VersionRef(
+                version=boot.version, source=boot.source, digest=digest or boot.digest
+            )
+        elif len(actives) == 1 and None not in actives:
+            version = actives.pop()
+            digest = next(p.agent.active.digest for p in self.pods if p.active == version and p.agent)  # type: ignore[union-attr]
+            self.last_good = VersionRef(version=version, digest=digest)  # type: ignore[arg-type]
+
+    def _select_rollout(self) -> None:
+        old = self.inp.status.rollout
+        spec = self.spec
+        if old is not None and old.spec_hash == self.spec_hash:
+            self.rollout = old
+            return
+        if old is not None and old.phase in ACTIVE_PHASES:
+            self._history(old, HistoryResult.SUPERSEDED, f"superseded by a new spec (version {spec.version})")
+            self._event(
+                "Normal", "Superseded", f"Rollout of {old.version} superseded by a new spec ({spec.version})"
+            )
+        if (
+            old is not None
+            and old.phase is Phase.COMPLETE
+            and old.version == spec.version
+            and old.source == spec.source
+        ):
+            # Same version and source: only rollout settings changed; the fleet stays verified.
+            self.rollout = old.model_copy(update={"spec_hash": self.spec_hash})
+            return
+        self.rollout = RolloutStatus(
+            version=spec.version,
+            spec_hash=self.spec_hash,
+            source=spec.source,
+            phase=Phase.PREFETCHING if spec.rollout.prefetch else Phase.ACTIVATING,
+            started_at=self.now,
+            digest=spec.source.sha256,
+        )
+        moving = sum(1 for p in self.pods if p.active != spec.version)
+        self._event(
+            "Normal",
+            "RolloutStarted",
+            f"Rolling out {spec.version} to {len(self.pods)} pod(s), {moving} to move"
+            + (f" (last good: {self.last_good.version})" if self.last_good else ""),
+        )
+
+    # -- phases
+
+    def _prefetch(self) -> None:
+        target = self.rollout.version
+        waiting = False
+        for pod in self.pods:
+            if not pod.operable:
+                waiting = True
+                self._check_wait_timeout(pod)
+                if self.rollout.phase is not Phase.PREFETCHING:
+                    return  # it waited too long: the rollout failed
+                continue
+            if self._digest_conflict(pod):
+                return
+            action = self._towards(pod, target, self._target_ref(), Purpose.ROLLOUT, prepare_only=True)
+            if action is not None:
+                self.actions.append(action)
+                self._set_pod(pod, PodState.STAGING if action.needs_stage else PodState.PRELOADING, "")
+        if self.actions or waiting:
+            self.requeue = self.inp.poll_interval
+            return
+        self.rollout = self.rollout.model_copy(update={"phase": Phase.ACTIVATING})
+        self._event(
+            "Normal", "Prefetched", f"{target} is staged and preloaded on every pod; swapping one at a time"
+        )
+
+    def _activate(self, purpose: Purpose) -> None:
+        """One pod at a time, in name order: move it, verify it, soak it, then the next."""
+        r = self.rollout
+        target = r.version
+        rollout_spec = self.spec.rollout
+        done = [n for n in r.done if any(p.name == n and p.active == target for p in self.pods)]
+        if done != r.done:
+            self.rollout = r = r.model_copy(update={"done": done})
+        for pod in self.pods:
+            if pod.name in done:
+                self._set_pod(pod, PodState.READY, "")
+                continue
+            if purpose is Purpose.CONVERGE:
+                if not pod.operable or self._retry_later(pod):
+                    continue  # a settled version never waits on a sick pod; it is reported
+            elif not pod.operable:
+                self._check_wait_timeout(pod)
+                self.requeue = self.inp.poll_interval
+                return
+            if self._digest_conflict(pod):
+                return
+            next_at = parse(r.next_at)
+            if purpose is Purpose.ROLLOUT and next_at is not None and next_at > self.inp.now:
+                self._set_pod(pod, PodState.PENDING, f"pausing until {r.next_at}")
+                self.requeue = (next_at - self.inp.now).total_seconds()
+                return
+            self.converging = purpose is Purpose.CONVERGE
+            current = r.current if r.current is not None and r.current.pod == pod.name else None
+            if pod.active == target:
+                if current is not None and current.step is Step.SOAK and purpose is Purpose.ROLLOUT:
+                    left = rollout_spec.analysis.soak_seconds - seconds_between(current.since, self.inp.now)
+                    if left > 0:
+                        self._set_pod(pod, PodState.SOAKING, f"soaking, {left:.0f}s left")
+                        self.requeue = min(left, self.inp.resync_interval)
+                        return
+                    self._set_pod(pod, PodState.SOAKING, "checking the error rate")
+                    self.actions.append(self._soak(pod, current))
+                    return
+                self._set_pod(pod, PodState.VERIFYING, "")
+                self.actions.append(
+                    Action(
+                        kind=Kind.VERIFY,
+                        purpose=purpose,
+                        pod=pod.name,
+                        ip=pod.ip or "",
+                        version=target,
+                        spec_hash=self.spec_hash,
+                        canary=tuple(rollout_spec.canary),
+                        sample_metrics=purpose is Purpose.ROLLOUT and rollout_spec.analysis.soak_seconds > 0,
+                        timeout=rollout_spec.pod_timeout_seconds,
+                    )
+                )
+                return
+            action = self._towards(pod, target, self._target_ref(), purpose)
+            if action is None:  # no way to get the version (no source): reported in _towards
+                return
+            self.actions.append(action)
+            state = (
+                PodState.ACTIVATING if action.kind in (Kind.ACTIVATE, Kind.REACTIVATE) else PodState.STAGING
+            )
+            self._set_pod(pod, state, "")
+            if purpose is Purpose.ROLLOUT:
+                self.rollout = r.model_copy(
+                    update={"current": CurrentStep(pod=pod.name, step=action.step, since=self.now)}
+                )
+            return
+        if purpose is Purpose.CONVERGE:
+            return
+        if not self.pods:
+            self.requeue = self.inp.resync_interval
+            return
+        self._complete()
+
+    def _complete(self) -> None:
+        r = self.rollout
+        digest = r.digest or next(
+            (p.agent.active.digest for p in self.pods if p.agent and p.agent.active), None
+        )
+        self.last_good = VersionRef(version=r.version, source=r.source, digest=digest)
+        self.rollout = r.model_copy(
+            update={
+                "phase": Phase.COMPLETE,
+                "finished_at": self.now,
+                "current": None,
+                "next_at": None,
+                "digest": digest,
+            }
+        )
+        self._history(self.rollout, HistoryResult.SUCCEEDED, f"{len(self.pods)} pod(s) moved and verified")
+        took = seconds_between(r.started_at, self.inp.now)
+        self._event(
+            "Normal", "RolloutSucceeded", f"{r.version} serves on all {len(self.pods)} pod(s) ({took:.1f}s)"
+        )
+
+    def _roll_back(self) -> None:
+        good = self.last_good
+        if good is None:
+            self.rollout = self.rollout.model_copy(update={"phase": Phase.HOLDING})
+            self._event("Warning", "NoLastGood", "No last-good version to roll back to: holding")
+            return
+        moving = False
+        for pod in self.pods:
+            if pod.active == good.version:
+                continue
+            if not pod.operable:
+                if pod.running:
+                    moving = True  # it comes back on the boot file (last-good) or is moved when it can be
+                continue
+            if self._retry_later(pod):
+                moving = True
+                continue
+            action = self._towards(pod, good.version, good, Purpose.ROLLBACK)
+            if action is not None:
+                moving = True
+                self.actions.append(action)
+                self._set_pod(pod, PodState.ROLLING_BACK, f"back to {good.version}")
+        if moving:
+            self.requeue = self.inp.poll_interval
+            self.converging = self.rollout.phase is Phase.ROLLED_BACK
+            return
+        if self.rollout.phase is Phase.ROLLING_BACK:
+            self.rollout = self.rollout.model_copy(
+                update={"phase": Phase.ROLLED_BACK, "finished_at": self.now}
+            )
+            self._event("Normal", "RolledBack", f"Every pod is back on {good.version}")
+
+    # -- per-pod helpers
+
+    def _towards(
+        self, pod: PodView, version: str, ref: VersionRef, purpose: Purpose, *, prepare_only: bool = False
+    ) -> Action | None:
+        """The next operation that brings ``pod`` closer to serving ``version`` (None: nothing/blocked)."""
+        agent = pod.agent
+        assert agent is not None
+        base = dict(pod=pod.name, ip=pod.ip or "", version=version, spec_hash=self.spec_hash, purpose=purpose)
+        timeout = float(self.spec.rollout.pod_timeout_seconds)
+        if agent.active_version == version:
+            return None
+        if (
+            agent.previous is not None
+            and agent.previous.version == version
+            and _same(agent.previous.digest, ref.digest)
+        ):
+            return None if prepare_only else Action(kind=Kind.REACTIVATE, timeout=timeout, **base)  # type: ignore[arg-type]
+        if (
+            agent.staged is not None
+            and agent.staged.version == version
+            and _same(agent.staged.digest, ref.digest)
+        ):
+            return None if prepare_only else Action(kind=Kind.ACTIVATE, timeout=timeout, **base)  # type: ignore[arg-type]
+        on_disk = agent.has_on_disk(version) and _same(agent.disk_digest(version), ref.digest)
+        if not on_disk and ref.source is None:
+            self._set_pod(pod, PodState.FAILED, f"{version} is not on the pod and no source is known for it")
+            return None
+        return Action(kind=Kind.PREPARE, needs_stage=not on_disk, source=ref.source, timeout=timeout, **base)  # type: ignore[arg-type]
+
+    def _soak(self, pod: PodView, current: CurrentStep) -> Action:
+        baseline = None
+        if current.baseline_requests is not None and current.baseline_errors is not None:
+            baseline = (current.baseline_requests, current.baseline_errors)
+        return Action(
+            kind=Kind.SOAK,
+            purpose=Purpose.ROLLOUT,
+            pod=pod.name,
+            ip=pod.ip or "",
+            version=self.rollout.version,
+            spec_hash=self.spec_hash,
+            baseline=baseline,
+            max_error_rate=self.spec.rollout.analysis.max_error_rate,
+            timeout=float(self.spec.rollout.pod_timeout_seconds),
+        )
+
+    def _target_ref(self) -> VersionRef:
+        r = self.rollout
+        return VersionRef(version=r.version, source=r.source, digest=r.digest)
+
+    def _good_version(self) -> str | None:
+        return self.last_good.version if self.last_good else None
+
+    def _digest_conflict(self, pod: PodView) -> bool:
+        """A pod whose copy of the target has another digest than the rollout's fails it."""
+        r = self.rollout
+        agent = pod.agent
+        if agent is None or r.phase not in ACTIVE_PHASES:
+            return False
+        seen = [i.digest for i in (agent.active, agent.staged) if i is not None and i.version == r.version]
+        seen.append(agent.disk_digest(r.version))
+        for digest in seen:
+            if digest is None:
+                continue
+            if r.digest is None:
+                self.rollout = r = r.model_copy(update={"digest": digest})
+            elif digest != r.digest:
+                self._fail(
+                    pod.name,
+                    Step.STAGE,
+                    f"digest mismatch: the pod has {digest[:12]}, expected {r.digest[:12]}",
+                )
+                return True
+        return False
+
+    def _check_wait_timeout(self, pod: PodView) -> None:
+        state, message = self._default_state(pod)
+        old = self.old_pods.get(pod.name)
+        since = old.since if old is not None and old.state is state else self.now
+        waited = seconds_between(since, self.inp.now)
+        limit = self.spec.rollout.pod_timeout_seconds
+        if waited > limit:
+            self._fail(pod.name, Step.WAIT_READY, f"not ready within {limit}s: {message}")
+        else:
+            self.requeue = self.inp.poll_interval
+
+    def _retry_later(self, pod: PodView) -> bool:
+        old = self.old_pods.get(pod.name)
+        retry_at = parse(old.retry_at) if old is not None else None
+        if retry_at is not None and retry_at > self.inp.now:
+            self._set_pod(
+                pod, PodState.FAILED, old.message if old else "", retry_at=old.retry_at if old else None
+            )
+            self.requeue = min(self.requeue, (retry_at - self.inp.now).total_seconds())
+            return True
+        return False
+
+    def _fail(self, pod: str | None, step: Step, reason: str) -> None:
+        self.rollout, events, entry = _fail_rollout(
+            self.spec, self.rollout, pod, step, reason, self.now, self.last_good
+        )
+        self.events.extend(events)
+        self.history.append(entry)
+        self.actions.clear()
+        if pod is not None and pod in self.pod_status:
+            self.pod_status[pod] = self.pod_status[pod].model_copy(
+                update={"state": PodState.FAILED, "message": reason}
+            )
+        self.requeue = 0.0
+
+    # -- status assembly
+
+    def _default_state(self, pod: PodView) -> tuple[PodState, str]:
+        if not pod.running:
+            why = (
+                "being deleted"
+                if pod.deleting
+                else f"phase {pod.phase or 'unknown'}" + ("" if pod.ip else ", no IP")
+            )
+            return PodState.NOT_READY, why
+        if pod.agent is None:
+            return PodState.UNREACHABLE, pod.agent_error or "agent does not answer"
+        if pod.agent.busy:
+            op = pod.agent.operation
+            assert op is not None
+            return PodState.BUSY, f"agent runs {op.kind} {op.version or ''}".rstrip()
+        if not pod.operable:
+            return PodState.NOT_READY, "pod not ready"
+        goal = self.rollout.version if self.rollout.phase not in FAILED_PHASES else self._good_version()
+        if pod.active == goal:
+            return PodState.READY, ""
+        return PodState.PENDING, f"serves {pod.active or 'nothing'}"
+
+    def _set_pod(self, pod: PodView, state: PodState, message: str, retry_at: str | None = None) -> None:
+        old = self.old_pods.get(pod.name)
+        since = old.since if old is not None and old.state is state else self.now
+        active = pod.agent.active if pod.agent else None
+        self.pod_status[pod.name] = PodStatus(
+            name=pod.name,
+            ip=pod.ip,
+            version=active.version if active else None,
+            digest=active.digest if active else None,
+            state=state,
+            message=message,
+            since=since,
+            retry_at=retry_at,
+            last_swap=old.last_swap if old else None,
+        )
+
+    def _history(self, r: RolloutStatus, result: HistoryResult, reason: str) -> None:
+        self.history.append(_history_entry(r, result, reason, self.now))
+
+    def _event(self, type_: str, reason: str, message: str) -> None:
+        self.events.append(EventSpec(type_, reason, message))
+
+    def _desired_boot(self) -> VersionRef | None:
+        if self.last_good is not None:
+            return self.last_good
+        if self.inp.boot is None:
+            return VersionRef(
+                version=self.spec.version, source=self.spec.source, digest=self.spec.source.sha256
+            )
+        return None
+
+    def _status(self) -> RerankerModelStatus:
+        r = self.rollout
+        gen = self.inp.generation
+        pods = [self.pod_status[p.name] for p in self.pods]
+        versions = {p.version for p in pods}
+        all_agree = (
+            bool(pods) and len(versions) == 1 and all(p.state is not PodState.UNREACHABLE for p in pods)
+        )
+        current = next(iter(versions)) if all_agree else None
+        on_target = sum(1 for p in pods if p.version == r.version)
+        good = self._good_version()
+        conds = list(self.inp.status.conditions)
+
+        def put(type_: str, status: bool, reason: str, message: str) -> None:
+            nonlocal conds
+            conds = cond.set_condition(conds, type_, status, reason, message, now=self.now, generation=gen)
+
+        failure = r.failure
+        failed_msg = (
+            f"{r.version} failed on pod {failure.pod or '-'} at step {failure.step}: {failure.reason}"
+            if failure
+            else ""
+        )
+        sick = [p for p in pods if p.state in (PodState.FAILED, PodState.UNREACHABLE)]
+        settled = r.phase in (Phase.COMPLETE, Phase.ROLLED_BACK) and not self.converging and not self.actions
+        serving = r.version if r.phase is Phase.COMPLETE else good
+        if not pods:
+            put(cond.READY, False, "NoPods", "no running pod matches the selector")
+        elif settled and current is not None and current == serving:
+            reason = "RolloutComplete" if r.phase is Phase.COMPLETE else "RolledBack"
+            put(cond.READY, True, reason, f"all {len(pods)} pod(s) serve {current}")
+        elif r.phase is Phase.HOLDING:
+            put(cond.READY, False, "RolloutHeld", failed_msg)
+        else:
+            put(
+                cond.READY,
+                False,
+                "Progressing" if r.phase in ACTIVE_PHASES else "PodsNotSettled",
+                f"{on_target}/{len(pods)} pod(s) on {r.version}",
+            )
+
+        if r.phase in ACTIVE_PHASES:
+            what = f"{r.phase.value} {r.version}: {len(r.done)}/{len(pods)} pod(s) done"
+            put(cond.PROGRESSING, True, r.phase.value, what)
+        elif r.phase is Phase.ROLLING_BACK or self.converging:
+            put(
+                cond.PROGRESSING,
+                True,
+                "RollingBack" if r.phase is Phase.ROLLING_BACK else "Converging",
+                f"moving pods to {serving}",
+            )
+        else:
+            reason = {Phase.COMPLETE: "RolloutComplete", Phase.ROLLED_BACK: "RolledBack"}.get(
+                r.phase, "RolloutHeld"
+            )
+            put(cond.PROGRESSING, False, reason, "")
+
+        if r.phase in FAILED_PHASES:
+            tail = {Phase.HOLDING: "; holding (automatic rollback off)"}.get(
+                r.phase, f"; rolled back to {good}"
+            )
+            put(cond.DEGRADED, True, "RolloutFailed", failed_msg + tail)
+        elif sick:
+            put(
+                cond.DEGRADED, True, "PodFailed", "; ".join(f"{p.name}: {p.message or p.state}" for p in sick)
+            )
+        else:
+            put(cond.DEGRADED, False, "AsExpected", "")
+
+        limit = self.spec.history_limit
+        return RerankerModelStatus(
+            observed_generation=gen,
+            target_version=self.spec.version,
+            current_version=current,
+            last_good_version=good,
+            last_good=self.last_good,
+            ready_pods=f"{on_target}/{len(pods)}",
+            pods=pods,
+            rollout=r,
+            history=self.history[-limit:],
+            conditions=conds,
+        )
+
+
+# ----------------------------------------------------------------------------- recording results
+
+
+def record(
+    status: RerankerModelStatus,
+    spec: RerankerModelSpec,
+    action: Action,
+    outcome: Outcome,
+    now: datetime.datetime,
+    *,
+    failed_pod_retry: float = 30.0,
+) -> tuple[RerankerModelStatus, tuple[EventSpec, ...]]:
+    """Fold the outcome of one executed action into status (pure). Stale results are dropped."""
+    r = status.rollout
+    if r is None or r.spec_hash != action.spec_hash:
+        return status, ()  # superseded while it ran: no promotion on an old spec's checks
+    stamp = iso(now)
+    events: list[EventSpec] = []
+    history = list(status.history)
+    last_good = status.last_good
+    pods = {p.name: p for p in status.pods}
+    pod = pods.get(action.pod) or PodStatus(name=action.pod, since=stamp)
+
+    def set_pod(state: PodState, message: str, **extra: Any) -> None:
+        nonlocal pod
+        since = pod.since if pod.state is state else stamp
+        pod = pod.model_copy(update={"state": state, "message": message, "since": since, **extra})
+        pods[action.pod] = pod
+
+    if not outcome.ok:
+        reason = outcome.error or "failed"
+        if action.purpose is Purpose.ROLLOUT and r.phase in ACTIVE_PHASES:
+            r, evs, entry = _fail_rollout(spec, r, action.pod, outcome.step, reason, stamp, last_good)
+            events.extend(evs)
+            history.append(entry)
+            set_pod(PodState.FAILED, f"{outcome.step}: {reason}")
+        elif action.purpose is Purpose.ROLLOUT:
+            # Another pod already failed this rollout (parallel prefetch): note it, roll it back.
+            set_pod(PodState.FAILED, f"{outcome.step}: {reason}")
+            events.append(
+                EventSpec(
+                    "Warning", "StepFailed", f"Pod {action.pod}: {outcome.step} {action.version}: {reason}"
+                )
+            )
+        else:
+            retry_at = iso(now + datetime.timedelta(seconds=failed_pod_retry))
+            set_pod(PodState.FAILED, f"{outcome.step}: {reason}", retry_at=retry_at)
+            what = "RollbackFailed" if action.purpose is Purpose.ROLLBACK else "ConvergeFailed"
+            events.append(
+                EventSpec(
+                    "Warning", what, f"Pod {action.pod}: {outcome.step} {action.version} failed: {reason}"
+                )
+            )
+    else:
+        r, pod_update, evs = _advance(spec, r, action, outcome, now)
+        events.extend(evs)
+        if pod_update is not None:
+            state, message, extra = pod_update
+            set_pod(state, message, retry_at=None, **extra)
+    ordered = [pods[p.name] for p in status.pods] + (
+        [pods[action.pod]] if action.pod not in {p.name for p in status.pods} else []
+    )
+    return (
+        status.model_copy(update={"rollout": r, "pods": ordered, "history": history[-spec.history_limit :]}),
+        tuple(events),
+    )
+
+
+def _advance(
+    spec: RerankerModelSpec, r: RolloutStatus, action: Action, outcome: Outcome, now: datetime.datetime
+) -> tuple[RolloutStatus, tuple[PodState, str, dict[str, Any]] | None, list[EventSpec]]:
+    stamp = iso(now)
+    pod, version = action.pod, action.version
+    events: list[EventSpec] = []
+    rolling = action.purpose is Purpose.ROLLOUT
+    if action.kind is Kind.PREPARE:
+        if outcome.digest and r.digest is None and version == r.version:
+            r = r.model_copy(update={"digest": outcome.digest})
+        what = "Staged and preloaded" if action.needs_stage else "Preloaded"
+        digest = f" (digest {outcome.digest[:12]})" if outcome.digest else ""
+        events.append(EventSpec("Normal", "Preloaded", f"{what} {version} on pod {pod}{digest}"))
+        return r, (PodState.PRELOADED, "", {}), events
+    if action.kind in (Kind.ACTIVATE, Kind.REACTIVATE):
+        swap = dict(outcome.swap or {})
+        swap.setdefault("at", stamp)
+        detail = ", ".join(f"{k} {v}" for k, v in swap.items() if k in ("mode", "pauseMs"))
+        if action.purpose is Purpose.ROLLBACK:
+            events.append(EventSpec("Normal", "PodRolledBack", f"Pod {pod} back on {version} ({detail})"))
+            return r, (PodState.ROLLED_BACK, "", {"last_swap": swap}), events
+        events.append(EventSpec("Normal", "Activated", f"Pod {pod} now serves {version} ({detail})"))
+        if rolling:
+            r = r.model_copy(update={"current": CurrentStep(pod=pod, step=Step.VERIFY, since=stamp)})
+        return r, (PodState.VERIFYING, "", {"last_swap": swap}), events
+    if action.kind is Kind.VERIFY:
+        events.append(EventSpec("Normal", "Verified", f"Pod {pod} verified on {version}"))
+        soak = spec.rollout.analysis.soak_seconds
+        if rolling and soak > 0:
+            req, err = outcome.metrics if outcome.metrics else (None, None)
+            current = CurrentStep(
+                pod=pod, step=Step.SOAK, since=stamp, baseline_requests=req, baseline_errors=err
+            )
+            return (
+                r.model_copy(update={"current": current}),
+                (PodState.SOAKING, f"soaking {soak}s", {}),
+                events,
+            )
+        return _mark_done(spec, r, pod, now), (PodState.READY, "", {}), events
+    # SOAK passed
+    events.append(EventSpec("Normal", "SoakPassed", f"Pod {pod} passed its soak on {version}"))
+    return _mark_done(spec, r, pod, now), (PodState.READY, "", {}), events
+
+
+def _mark_done(spec: RerankerModelSpec, r: RolloutStatus, pod: str, now: datetime.datetime) -> RolloutStatus:
+    done = [*r.done, pod] if pod not in r.done else list(r.done)
+    pause = spec.rollout.pause_seconds
+    next_at = iso(now + datetime.timedelta(seconds=pause)) if pause and r.phase is Phase.ACTIVATING else None
+    return r.model_copy(update={"done": done, "current": None, "next_at": next_at})
+
+
+def _fail_rollout(
+    spec: RerankerModelSpec,
+    r: RolloutStatus,
+    pod: str | None,
+    step: Step,
+    reason: str,
+    stamp: str,
+    last_good: VersionRef | None,
+) -> tuple[RolloutStatus, list[EventSpec], HistoryEntry]:
+    automatic = spec.rollback.automatic and last_good is not None
+    failure = Failure(pod=pod, step=step, reason=reason, at=stamp)
+    phase = Phase.ROLLING_BACK if automatic else Phase.HOLDING
+    r = r.model_copy(
+        update={"phase": phase, "failure": failure, "current": None, "next_at": None, "finished_at": stamp}
+    )
+    where = f"pod {pod} " if pod else ""
+    then = f"rolling back to {last_good.version}" if automatic and last_good else "holding"
+    if not spec.rollback.automatic:
+        then = "holding (automatic rollback is off)"
+    elif last_good is None:
+        then = "holding (no last-good version)"
+    events = [
+        EventSpec("Warning", "RolloutFailed", f"{r.version} failed on {where}at {step}: {reason}; {then}")
+    ]
+    result = HistoryResult.ROLLED_BACK if automatic else HistoryResult.FAILED
+    return r, events, _history_entry(r, result, f"{where}at {step}: {reason}", stamp)
+
+
+def _history_entry(r: RolloutStatus, result: HistoryResult, reason: str, stamp: str) -> HistoryEntry:
+    return HistoryEntry(
+        version=r.version,
+        digest=r.digest,
+        source=r.source,
+        result=result,
+        reason=reason,
+        started_at=r.started_at,
+        finished_at=stamp,
+    )
+
+
+def _same(seen: str | None, wanted: str | None) -> bool:
+    """Digests agree, or one side does not know it."""
+    return seen is None or wanted is None or seen == wanted

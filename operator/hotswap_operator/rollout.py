@@ -1,0 +1,446 @@
+"""The reconcile loop of one RerankerModel: observe, plan, execute, record, sleep, repeat.
+
+One loop per resource (a kopf daemon) is the only writer of its status, so there are no races
+between handlers and nothing depends on kopf delivering each event exactly once (kmock, the local
+API server, has no resourceVersion and kopf may replay events). Each iteration:
+
+1. reads the resource, its pods (by selector) and every pod's agent ``/v1/status``;
+2. asks the pure planner (``planner.plan``) for the next actions and the new status;
+3. patches status, posts Events and keeps the boot ConfigMap on the last-good version;
+4. executes the actions (in parallel when the planner returns several: the prefetch), folding each
+   outcome into status as it arrives; a spec change meanwhile cancels the waits (superseded);
+5. sleeps until the planner's requeue time, or until a watch event on the resource or a pod wakes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import socket
+from typing import Any
+
+import aiohttp
+from pydantic import ValidationError
+
+from . import conditions as cond
+from . import names
+from .agent_client import AgentClient, AgentError, TokenSource
+from .config import Config
+from .kube import KubeClient, KubeError
+from .models import (
+    API_VERSION,
+    KIND,
+    LabelSelector,
+    RerankerModelSpec,
+    RerankerModelStatus,
+    Step,
+    VersionRef,
+    parse_status,
+)
+from .observed import PodView
+from .planner import Action, EventSpec, Kind, Outcome, PlanInput, plan, record
+from .selectors import matches, to_query
+from .timeutil import iso, now
+
+
+@dataclasses.dataclass
+class Runtime:
+    """Operator-wide state, made once at startup and shared by every resource's loop."""
+
+    config: Config
+    kube: KubeClient
+    agents: AgentClient
+    session: aiohttp.ClientSession
+    wakers: dict[str, asyncio.Event] = dataclasses.field(default_factory=dict)
+    selectors: dict[str, LabelSelector] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    async def start(cls, config: Config) -> Runtime:
+        config.read_token()  # fail at startup, naming the variable, when the token is missing
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
+        agents = AgentClient(
+            session,
+            TokenSource(config.agent_token_file),
+            port=config.agent_port,
+            scheme=config.agent_scheme,
+            server_port=config.server_port,
+            request_timeout=config.request_timeout,
+            poll_interval=config.poll_interval,
+            backoff_max=config.retry_backoff_max,
+        )
+        return cls(config=config, kube=KubeClient.from_environment(), agents=agents, session=session)
+
+    async def close(self) -> None:
+        await self.kube.close()
+        await self.session.close()
+
+    def waker(self, key: str) -> asyncio.Event:
+        return self.wakers.setdefault(key, asyncio.Event())
+
+    def wake(self, key: str) -> None:
+        if key in self.wakers:
+            self.wakers[key].set()
+
+    def wake_for_pod(self, namespace: str, labels: dict[str, str]) -> None:
+        """A pod changed: wake every loop in its namespace whose selector matches it."""
+        prefix = names.resource_key(namespace, "")
+        for key, selector in list(self.selectors.items()):
+            if key.startswith(prefix) and matches(selector, labels):
+                self.wake(key)
+
+
+class Superseded(Exception):
+    """The spec changed (or the resource went away) while actions ran."""
+
+
+class Reconciler:
+    def __init__(self, runtime: Runtime, namespace: str, name: str, logger: logging.Logger | Any) -> None:
+        self.rt = runtime
+        self.cfg = runtime.config
+        self.namespace = namespace
+        self.name = name
+        self.key = names.resource_key(namespace, name)
+        self.log = logger
+        self.path = names.model_path(namespace, name)
+        self._status_lock = asyncio.Lock()
+        self._failures = 0
+
+    # -- the loop
+
+    async def run(self, stopped: Any) -> None:
+        wake = self.rt.waker(self.key)
+        try:
+            while not stopped:
+                wake.clear()
+                try:
+                    delay = await self.iterate()
+                    self._failures = 0
+                except (TimeoutError, KubeError, aiohttp.ClientError, OSError) as exc:
+                    self._failures += 1
+                    delay = min(self.cfg.retry_backoff_max, 0.5 * 2**self._failures)
+                    self.log.warning(f"reconcile failed ({exc}); retrying in {delay:.1f}s")
+                if delay > 0:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(wake.wait(), timeout=delay)
+        finally:
+            self.rt.wakers.pop(self.key, None)
+            self.rt.selectors.pop(self.key, None)
+
+    async def iterate(self) -> float:
+        obj = await self.rt.kube.get(self.path)
+        if obj is None or obj.get("metadata", {}).get("deletionTimestamp"):
+            return self.cfg.resync_interval
+        meta = obj.get("metadata", {})
+        try:
+            spec = RerankerModelSpec.model_validate(obj.get("spec") or {})
+        except ValidationError as exc:
+            await self._invalid_spec(obj, exc)
+            return self.cfg.resync_interval
+        self.rt.selectors[self.key] = spec.selector
+        status = parse_status(obj.get("status"))
+        if await self._manual_rollback(obj, status):
+            return 0.0
+        pods = await self.observe(spec)
+        boot_name = names.boot_configmap(self.name, spec.boot_config_map)
+        boot = await self.read_boot(boot_name)
+        decision = plan(
+            PlanInput(
+                spec=spec,
+                status=status,
+                pods=pods,
+                now=now(),
+                generation=meta.get("generation"),
+                boot=boot,
+                poll_interval=self.cfg.poll_interval,
+                resync_interval=self.cfg.resync_interval,
+            )
+        )
+        await self.write_status(obj.get("status") or {}, decision.status)
+        await self.post_events(obj, decision.events)
+        if decision.boot is not None and decision.boot != boot:
+            await self.write_boot(boot_name, decision.boot)
+        if decision.actions:
+            await self.execute(obj, spec, decision.status, decision.actions)
+        return decision.requeue_after
+
+    # -- observation
+
+    async def observe(self, spec: RerankerModelSpec) -> list[PodView]:
+        items = await self.rt.kube.list(
+            names.core_path("pods", self.namespace), label_selector=to_query(spec.selector)
+        )
+        pods = [p for p in items if matches(spec.selector, p.get("metadata", {}).get("labels"))]
+        return list(await asyncio.gather(*(self._view(p) for p in pods)))
+
+    async def _view(self, pod: dict[str, Any]) -> PodView:
+        meta, st = pod.get("metadata", {}), pod.get("status") or {}
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or []
+        )
+        view = PodView(
+            name=meta.get("name", ""),
+            ip=st.get("podIP"),
+            phase=st.get("phase"),
+            ready=ready,
+            deleting=bool(meta.get("deletionTimestamp")),
+        )
+        if not view.running or not view.ip:
+            return view
+        try:
+            agent = await self.rt.agents.status(view.ip)
+        except AgentError as exc:
+            return dataclasses.replace(view, agent_error=exc.message)
+        except ValidationError as exc:
+            return dataclasses.replace(view, agent_error=f"unreadable agent status: {exc.errors()[0]['msg']}")
+        return dataclasses.replace(view, agent=agent)
+
+    # -- execution
+
+    async def execute(
+        self,
+        obj: dict[str, Any],
+        spec: RerankerModelSpec,
+        status: RerankerModelStatus,
+        actions: tuple[Action, ...],
+    ) -> None:
+        state = {"status": status}
+        fingerprint = spec.fingerprint()
+
+        async def one(action: Action) -> None:
+            outcome = await self.perform(action)
+            async with self._status_lock:
+                new, events = record(
+                    state["status"], spec, action, outcome, now(), failed_pod_retry=self.cfg.failed_pod_retry
+                )
+                await self.write_status(
+                    state["status"].model_dump(mode="json", by_alias=True, exclude_none=True), new
+                )
+                state["status"] = new
+            await self.post_events(obj, events)
+            if not outcome.ok:
+                self.log.warning(f"{action.step} {action.version} on {action.pod} failed: {outcome.error}")
+
+        work: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*(one(a) for a in actions)))
+        watcher: asyncio.Future[Any] = asyncio.ensure_future(self._watch_spec(fingerprint))
+        try:
+            done, _ = await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if watcher in done and not work.done():
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Superseded):
+                    await work
+                self.log.info("spec changed while acting: superseded")
+            elif work.done():
+                work.result()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Superseded):
+                await watcher
+
+    async def _watch_spec(self, fingerprint: str) -> None:
+        """Returns when the resource's spec no longer has ``fingerprint`` (or it is gone)."""
+        wake = self.rt.waker(self.key)
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=max(self.cfg.poll_interval, 0.2))
+            wake.clear()
+            try:
+                obj = await self.rt.kube.get(self.path)
+            except (TimeoutError, KubeError, aiohttp.ClientError):
+                continue
+            if obj is None or obj.get("metadata", {}).get("deletionTimestamp"):
+                return
+            try:
+                if RerankerModelSpec.model_validate(obj.get("spec") or {}).fingerprint() != fingerprint:
+                    wake.set()  # let the loop re-plan at once
+                    return
+            except ValidationError:
+                return
+
+    async def perform(self, action: Action) -> Outcome:
+        """Run one action against its pod's agent; every failure becomes an Outcome with a reason."""
+        agents, ip, v = self.rt.agents, action.ip, action.version
+        step = action.step
+        try:
+            if action.kind is Kind.PREPARE:
+                digest = None
+                if action.needs_stage:
+                    assert action.source is not None
+                    body: dict[str, Any] = {"version": v, "uri": action.source.uri}
+                    if action.source.sha256:
+                        body["sha256"] = action.source.sha256
+                    staged = await agents.run(ip, "stage", body, timeout=action.timeout)
+                    digest = staged.get("digest")
+                step = Step.PRELOAD
+                loaded = await agents.run(ip, "preload", {"version": v}, timeout=action.timeout)
+                return Outcome(ok=True, step=step, digest=loaded.get("digest") or digest)
+            if action.kind in (Kind.ACTIVATE, Kind.REACTIVATE):
+                op = "activate" if action.kind is Kind.ACTIVATE else "rollback"
+                result = await agents.run(ip, op, {"version": v}, timeout=action.timeout)
+                swap = {
+                    k: result[k]
+                    for k in ("mode", "pauseMs", "fromVersion", "via")
+                    if result.get(k) is not None
+                }
+                swap["at"] = iso(now())
+                return Outcome(ok=True, step=step, swap=swap)
+            if action.kind is Kind.VERIFY:
+                canary = [c.wire() for c in action.canary]
+                await agents.run(ip, "verify", {"canary": canary, "expectVersion": v}, timeout=action.timeout)
+                metrics = await agents.server_metrics(ip) if action.sample_metrics else None
+                return Outcome(ok=True, step=step, metrics=metrics)
+            return await self._soak(action)
+        except AgentError as exc:
+            return Outcome(ok=False, step=step, error=exc.message)
+
+    async def _soak(self, action: Action) -> Outcome:
+        requests, errors = await self.rt.agents.server_metrics(action.ip)
+        base_req, base_err = action.baseline or (requests, errors)
+        served, failed = max(0.0, requests - base_req), max(0.0, errors - base_err)
+        rate = failed / served if served else 0.0
+        if rate > action.max_error_rate:
+            return Outcome(
+                ok=False,
+                step=Step.SOAK,
+                error=f"error rate {rate:.3f} > {action.max_error_rate} ({failed:.0f}/{served:.0f} requests)",
+            )
+        return Outcome(ok=True, step=Step.SOAK)
+
+    # -- writes
+
+    async def write_status(self, old: dict[str, Any], new: RerankerModelStatus) -> None:
+        wanted = new.model_dump(mode="json", by_alias=True, exclude_none=True)
+        current = {k: v for k, v in old.items() if k != "kopf"}
+        patch = merge_patch(current, wanted)
+        if patch:
+            await self.rt.kube.patch(names.model_path(self.namespace, self.name, "status"), {"status": patch})
+
+    async def post_events(self, obj: dict[str, Any], events: tuple[EventSpec, ...]) -> None:
+        for event in events:
+            self.log.info(f"{event.reason}: {event.message}")
+            stamp = iso(now())
+            body = {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": names.event_name(self.name), "namespace": self.namespace},
+                "involvedObject": {
+                    "apiVersion": API_VERSION,
+                    "kind": KIND,
+                    "name": self.name,
+                    "namespace": self.namespace,
+                    "uid": obj.get("metadata", {}).get("uid"),
+                },
+                "type": event.type,
+                "reason": event.reason,
+                "message": event.message[:1024],
+                "firstTimestamp": stamp,
+                "lastTimestamp": stamp,
+                "count": 1,
+                "source": {"component": names.COMPONENT},
+                "reportingComponent": names.COMPONENT,
+                "reportingInstance": socket.gethostname(),
+            }
+            try:
+                await self.rt.kube.create(names.core_path("events", self.namespace), body)
+            except (TimeoutError, KubeError, aiohttp.ClientError) as exc:  # events are best effort
+                self.log.warning(f"could not post event {event.reason}: {exc}")
+
+    async def read_boot(self, name: str) -> VersionRef | None:
+        cm = await self.rt.kube.get(names.core_path("configmaps", self.namespace, name))
+        if cm is None:
+            return None
+        try:
+            raw = json.loads((cm.get("data") or {}).get(names.BOOT_KEY, ""))
+            return VersionRef.model_validate(raw)
+        except (ValueError, ValidationError):
+            return VersionRef(version="")  # present but unreadable: rewritten with last-good
+
+    async def write_boot(self, name: str, ref: VersionRef) -> None:
+        if ref.source is None:
+            return  # a boot file without a source is useless to a pod that lost its disk
+        source = {"uri": ref.source.uri}
+        sha = ref.source.sha256 or ref.digest
+        if sha:
+            source["sha256"] = sha
+        data = {names.BOOT_KEY: json.dumps({"version": ref.version, "source": source}, sort_keys=True)}
+        path = names.core_path("configmaps", self.namespace, name)
+        if await self.rt.kube.get(path) is None:
+            body = {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": name,
+                    "namespace": self.namespace,
+                    "labels": {names.MANAGED_BY_LABEL: names.COMPONENT, names.MODEL_LABEL: self.name},
+                },
+                "data": data,
+            }
+            await self.rt.kube.create(names.core_path("configmaps", self.namespace), body)
+        else:
+            await self.rt.kube.patch(path, {"data": data})
+        self.log.info(f"boot ConfigMap {name} now names {ref.version}")
+
+    # -- special cases
+
+    async def _manual_rollback(self, obj: dict[str, Any], status: RerankerModelStatus) -> bool:
+        """``hotswap.dev/rollback: "true"`` sets spec back to status.lastGood (like ``rollout undo``)."""
+        annotations = obj.get("metadata", {}).get("annotations") or {}
+        value = annotations.get(names.ROLLBACK_ANNOTATION)
+        if value is None:
+            return False
+        clear: dict[str, Any] = {"metadata": {"annotations": {names.ROLLBACK_ANNOTATION: None}}}
+        good = status.last_good
+        if value.strip().lower() not in names.ROLLBACK_VALUES:
+            await self.rt.kube.patch(self.path, clear)
+            await self.post_events(
+                obj, (EventSpec("Warning", "RollbackRefused", f"unknown value {value!r}"),)
+            )
+            return True
+        if good is None or good.source is None:
+            await self.rt.kube.patch(self.path, clear)
+            await self.post_events(
+                obj, (EventSpec("Warning", "RollbackRefused", "no last-good version known"),)
+            )
+            return True
+        source = {"uri": good.source.uri, "sha256": good.source.sha256}
+        await self.rt.kube.patch(self.path, {**clear, "spec": {"version": good.version, "source": source}})
+        message = f"spec set back to the last-good version {good.version} (was {obj.get('spec', {}).get('version')})"
+        await self.post_events(obj, (EventSpec("Normal", "ManualRollback", message),))
+        return True
+
+    async def _invalid_spec(self, obj: dict[str, Any], exc: ValidationError) -> None:
+        status = parse_status(obj.get("status"))
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        message = f"invalid spec: {where}: {first.get('msg')}"
+        conds = cond.set_condition(
+            status.conditions,
+            cond.DEGRADED,
+            True,
+            "InvalidSpec",
+            message,
+            now=iso(now()),
+            generation=obj.get("metadata", {}).get("generation"),
+        )
+        await self.write_status(obj.get("status") or {}, status.model_copy(update={"conditions": conds}))
+
+
+def merge_patch(old: Any, new: Any) -> Any:
+    """The RFC 7386 merge patch that turns ``old`` into ``new`` (None when they are equal)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return None if old == new else new
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif isinstance(value, dict) and isinstance(old[key], dict):
+            sub = merge_patch(old[key], value)
+            if sub:
+                patch[key] = sub
+        elif old[key] != value:
+            patch[key] = value
+    return patch or None
