@@ -137,7 +137,7 @@ class FakeServer:
         data.router.add_post("/v1/rerank", self.rerank)
         urls = []
         for app in (admin, data):
-            runner = web.AppRunner(app)
+            runner = web.AppRunner(app, shutdown_timeout=0.2)
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
