@@ -229,6 +229,7 @@ def _describe(exc: BaseException) -> str:
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eE]+|NaN|[+-]Inf)")
 _CODE = re.compile(r'(?:code|status)="(\d+)"')
+_ROUTE = re.compile(r'route="([^"]*)"')
 
 # Counters that count data-plane requests, with the HTTP status as a label.
 REQUEST_COUNTERS = ("hotswap_requests_total", "hotswap_http_requests_total", "http_requests_total")
@@ -244,8 +245,12 @@ def parse_request_counters(text: str) -> tuple[float, float]:
         match = _SAMPLE.match(line)
         if not match or match.group(1) not in REQUEST_COUNTERS:
             continue
+        labels = match.group(2) or ""
+        route = _ROUTE.search(labels)
+        if route and "rerank" not in route.group(1):
+            continue  # only scoring routes: probes and scrapes say nothing about the model
         value = float(match.group(3))
-        code = _CODE.search(match.group(2) or "")
+        code = _CODE.search(labels)
         requests, errors = totals.get(match.group(1), (0.0, 0.0))
         requests += value
         if code and code.group(1).startswith("5"):

@@ -283,7 +283,7 @@ class _Planner:
             next_at = parse(r.next_at)
             if purpose is Purpose.ROLLOUT and next_at is not None and next_at > self.inp.now:
                 self._set_pod(pod, PodState.PENDING, f"pausing until {r.next_at}")
-                self.requeue = (next_at - self.inp.now).total_seconds()
+                self.requeue = min((next_at - self.inp.now).total_seconds(), self.inp.resync_interval)
                 return
             self.converging = purpose is Purpose.CONVERGE
             current = r.current if r.current is not None and r.current.pod == pod.name else None
@@ -475,9 +475,7 @@ class _Planner:
         old = self.old_pods.get(pod.name)
         retry_at = parse(old.retry_at) if old is not None else None
         if retry_at is not None and retry_at > self.inp.now:
-            self._set_pod(
-                pod, PodState.FAILED, old.message if old else "", retry_at=old.retry_at if old else None
-            )
+            self._set_pod(pod, PodState.FAILED, old.message if old else "")
             self.requeue = min(self.requeue, (retry_at - self.inp.now).total_seconds())
             return True
         return False
@@ -518,7 +516,9 @@ class _Planner:
             return PodState.READY, ""
         return PodState.PENDING, f"serves {pod.active or 'nothing'}"
 
-    def _set_pod(self, pod: PodView, state: PodState, message: str, retry_at: str | None = None) -> None:
+    def _set_pod(self, pod: PodView, state: PodState, message: str) -> None:
+        """Record a pod's state; ``since`` moves only when the state changes, ``retryAt`` is kept
+        until the pod succeeds a step again (so Degraded does not flap while it is retried)."""
         old = self.old_pods.get(pod.name)
         since = old.since if old is not None and old.state is state else self.now
         active = pod.agent.active if pod.agent else None
@@ -530,7 +530,7 @@ class _Planner:
             state=state,
             message=message,
             since=since,
-            retry_at=retry_at,
+            retry_at=old.retry_at if old else None,
             last_swap=old.last_swap if old else None,
         )
 
@@ -572,7 +572,7 @@ class _Planner:
             if failure
             else ""
         )
-        sick = [p for p in pods if p.state in (PodState.FAILED, PodState.UNREACHABLE)]
+        sick = [p for p in pods if p.state in (PodState.FAILED, PodState.UNREACHABLE) or p.retry_at]
         settled = r.phase in (Phase.COMPLETE, Phase.ROLLED_BACK) and not self.converging and not self.actions
         serving = r.version if r.phase is Phase.COMPLETE else good
         if not pods:

@@ -1,0 +1,180 @@
+"""A simulated fleet for driving the pure planner: agents that obey the contract, a fake clock.
+
+``Sim.step()`` is one reconcile iteration without I/O: plan, apply every action to the simulated
+agents, record each outcome. Failures are scripted per (pod, step, version); ``crash_after`` drops
+the outcome of one action (the operator died between the agent acting and status being patched).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+from typing import Any
+
+from hotswap_operator.models import Phase, RerankerModelSpec, RerankerModelStatus, Step, VersionRef
+from hotswap_operator.observed import AgentStatus, PodView
+from hotswap_operator.planner import Action, EventSpec, Kind, Outcome, Plan, PlanInput, plan, record
+
+T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+
+
+def digest_of(version: str) -> str:
+    return hashlib.sha256(version.encode()).hexdigest()
+
+
+def make_spec(version: str = "v2", **overrides: Any) -> RerankerModelSpec:
+    raw: dict[str, Any] = {
+        "selector": {"matchLabels": {"app": "reranker"}},
+        "version": version,
+        "source": {"uri": f"file:///registry/{version}"},
+    }
+    for key, value in overrides.items():
+        raw[key] = value
+    return RerankerModelSpec.model_validate(raw)
+
+
+@dataclasses.dataclass
+class SimPod:
+    name: str
+    active: str | None = None
+    previous: str | None = None
+    staged: str | None = None
+    on_disk: dict[str, str] = dataclasses.field(default_factory=dict)
+    ready: bool = True
+    running: bool = True
+    reachable: bool = True
+    busy: bool = False
+    activations: list[tuple[str, int]] = dataclasses.field(default_factory=list)
+
+    def view(self) -> PodView:
+        agent = None
+        if self.running and self.reachable:
+            rec = lambda v: {"version": v, "digest": digest_of(v)} if v else None  # noqa: E731
+            agent = AgentStatus.model_validate(
+                {
+                    "pod": self.name,
+                    "active": rec(self.active),
+                    "previous": rec(self.previous),
+                    "staged": rec(self.staged),
+                    "onDisk": [{"version": v, "digest": d} for v, d in self.on_disk.items()],
+                    "operation": {"kind": "stage", "state": "running"} if self.busy else None,
+                }
+            )
+        serving_ready = self.ready and (self.active is not None)
+        return PodView(
+            name=self.name,
+            ip="127.0.0.9" if self.running else None,
+            phase="Running" if self.running else "Pending",
+            ready=serving_ready,
+            agent=agent,
+            agent_error=None if agent or not self.running else "connection refused",
+        )
+
+
+@dataclasses.dataclass
+class Sim:
+    spec: RerankerModelSpec
+    pods: dict[str, SimPod]
+    status: RerankerModelStatus = dataclasses.field(default_factory=RerankerModelStatus)
+    now: datetime.datetime = T0
+    boot: VersionRef | None = None
+    failures: dict[tuple[str, Step, str], str] = dataclasses.field(default_factory=dict)
+    events: list[EventSpec] = dataclasses.field(default_factory=list)
+    actions: list[Action] = dataclasses.field(default_factory=list)
+    clock: int = 0  # increments on every activation: a global order
+    crash_after: int | None = None  # drop the outcome of the Nth action from now
+    last_plan: Plan | None = None
+
+    def step(self) -> Plan:
+        p = plan(
+            PlanInput(
+                spec=self.spec,
+                status=self.status,
+                pods=[pod.view() for pod in self.pods.values()],
+                now=self.now,
+                generation=1,
+                boot=self.boot,
+                poll_interval=0.5,
+                resync_interval=30.0,
+            )
+        )
+        self.last_plan = p
+        self.status = p.status
+        self.events.extend(p.events)
+        if p.boot is not None:
+            self.boot = p.boot
+        for action in p.actions:
+            self.actions.append(action)
+            outcome = self.apply(action)
+            if self.crash_after is not None:
+                self.crash_after -= 1
+                if self.crash_after < 0:
+                    self.crash_after = None
+                    return p  # the operator died: nothing recorded, the rest never ran
+            self.status, events = record(self.status, self.spec, action, outcome, self.now, failed_pod_retry=5.0)
+            self.events.extend(events)
+        self.now += datetime.timedelta(seconds=max(p.requeue_after, 0.1) if not p.actions else 0.1)
+        return p
+
+    def run(self, limit: int = 200) -> None:
+        """Iterate until the planner has nothing to do (settled) or ``limit`` iterations."""
+        for _ in range(limit):
+            p = self.step()
+            r = p.status.rollout
+            moving = r is not None and r.phase in (Phase.PREFETCHING, Phase.ACTIVATING, Phase.ROLLING_BACK)
+            if not p.actions and p.requeue_after >= 30.0 and not moving:
+                return
+        raise AssertionError(f"did not settle in {limit} iterations: {self.status.rollout}")
+
+    def apply(self, action: Action) -> Outcome:
+        pod = self.pods[action.pod]
+        v = action.version
+
+        def fail(step: Step) -> str | None:
+            return self.failures.get((pod.name, step, v)) or self.failures.get(("*", step, v))
+
+        if action.kind is Kind.PREPARE:
+            if action.needs_stage:
+                if err := fail(Step.STAGE):
+                    return Outcome(ok=False, step=Step.STAGE, error=err)
+                pod.on_disk[v] = digest_of(v)
+            if err := fail(Step.PRELOAD):
+                return Outcome(ok=False, step=Step.PRELOAD, error=err)
+            assert v in pod.on_disk, "preload of a version not on disk"
+            pod.staged = v
+            return Outcome(ok=True, step=Step.PRELOAD, digest=digest_of(v))
+        if action.kind in (Kind.ACTIVATE, Kind.REACTIVATE):
+            if err := fail(Step.ACTIVATE):
+                return Outcome(ok=False, step=action.step, error=err)
+            if action.kind is Kind.ACTIVATE:
+                assert pod.staged == v, f"activate {v} on {pod.name} but staged is {pod.staged}"
+                pod.staged = None
+            else:
+                assert pod.previous == v
+            pod.previous, pod.active = pod.active, v
+            self.clock += 1
+            pod.activations.append((v, self.clock))
+            return Outcome(ok=True, step=action.step, swap={"mode": "inplace", "pauseMs": 3})
+        if action.kind is Kind.VERIFY:
+            assert pod.active == v, "verify of a version that is not active"
+            if err := fail(Step.VERIFY):
+                return Outcome(ok=False, step=Step.VERIFY, error=err)
+            return Outcome(ok=True, step=Step.VERIFY, metrics=(100.0, 0.0))
+        if err := fail(Step.SOAK):
+            return Outcome(ok=False, step=Step.SOAK, error=err)
+        return Outcome(ok=True, step=Step.SOAK)
+
+
+def fleet(n: int, version: str | None = "v1") -> dict[str, SimPod]:
+    pods = {}
+    for i in range(1, n + 1):
+        pod = SimPod(name=f"pod-{i}", active=version)
+        if version:
+            pod.on_disk[version] = digest_of(version)
+        pods[pod.name] = pod
+    return pods
+
+
+def boot_ref(version: str = "v1") -> VersionRef:
+    return VersionRef(version=version, source={"uri": f"file:///registry/{version}"}, digest=digest_of(version))  # type: ignore[arg-type]

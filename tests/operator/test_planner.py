@@ -1,0 +1,317 @@
+"""The pure planner, driven through a simulated fleet: every decision from observed state."""
+
+from __future__ import annotations
+
+import datetime
+
+from hotswap_operator import conditions as cond
+from hotswap_operator.models import HistoryResult, Phase, PodState, Step
+from hotswap_operator.planner import Kind
+
+from .sim import Sim, boot_ref, digest_of, fleet, make_spec
+
+
+def cond_of(sim: Sim, type_: str) -> tuple[str, str]:
+    c = cond.get_condition(sim.status.conditions, type_)
+    assert c is not None, type_
+    return c.status, c.reason
+
+
+def activation_order(sim: Sim, version: str) -> list[str]:
+    seen = [(clock, name) for name, pod in sim.pods.items() for v, clock in pod.activations if v == version]
+    return [name for _, name in sorted(seen)]
+
+
+def test_first_rollout_onto_empty_pods_and_boot_configmap() -> None:
+    sim = Sim(spec=make_spec("v1"), pods=fleet(3, version=None))
+    sim.run()
+    assert all(p.active == "v1" for p in sim.pods.values())
+    assert sim.status.current_version == "v1"
+    assert sim.status.last_good_version == "v1"
+    assert sim.status.last_good is not None and sim.status.last_good.digest == digest_of("v1")
+    assert sim.boot is not None and sim.boot.version == "v1"
+    assert cond_of(sim, cond.READY) == ("True", "RolloutComplete")
+    assert cond_of(sim, cond.PROGRESSING)[0] == "False"
+    assert cond_of(sim, cond.DEGRADED)[0] == "False"
+    assert [h.result for h in sim.status.history] == [HistoryResult.SUCCEEDED]
+    assert sim.status.ready_pods == "3/3"
+
+
+def test_rollout_v1_to_v2_prefetches_then_moves_one_pod_at_a_time() -> None:
+    sim = Sim(spec=make_spec("v2"), pods=fleet(3), boot=boot_ref("v1"))
+    sim.run()
+    kinds = [(a.kind, a.pod) for a in sim.actions]
+    prepares = [i for i, (k, _) in enumerate(kinds) if k is Kind.PREPARE]
+    activates = [i for i, (k, _) in enumerate(kinds) if k is Kind.ACTIVATE]
+    assert len(prepares) == 3 and len(activates) == 3
+    assert max(prepares) < min(activates), "every pod is prefetched before the first swap"
+    assert activation_order(sim, "v2") == ["pod-1", "pod-2", "pod-3"]
+    # Verify of pod k comes before the activation of pod k+1.
+    for k in range(2):
+        verify = kinds.index((Kind.VERIFY, f"pod-{k + 1}"))
+        assert verify < kinds.index((Kind.ACTIVATE, f"pod-{k + 2}"))
+    assert all(len(p.activations) == 1 for p in sim.pods.values()), "no pod swapped twice"
+    assert sim.status.last_good_version == "v2" and sim.boot is not None and sim.boot.version == "v2"
+    assert [e.reason for e in sim.events].count("Activated") == 3
+    assert sim.status.rollout is not None and sim.status.rollout.phase is Phase.COMPLETE
+
+
+def test_bootstraps_last_good_from_the_boot_configmap() -> None:
+    sim = Sim(spec=make_spec("v2"), pods=fleet(2), boot=boot_ref("v1"))
+    sim.step()
+    assert sim.status.last_good_version == "v1"
+    assert sim.status.last_good is not None and sim.status.last_good.source is not None
+
+
+def test_verify_failure_on_pod_2_rolls_back_pods_1_and_2_and_is_not_retried() -> None:
+    sim = Sim(spec=make_spec("v3"), pods=fleet(3), boot=boot_ref("v1"))
+    sim.failures[("pod-2", Step.VERIFY, "v3")] = "document 1 ranked first, expected 0"
+    sim.run()
+    assert [p.active for p in sim.pods.values()] == ["v1", "v1", "v1"]
+    assert activation_order(sim, "v3") == ["pod-1", "pod-2"], "pod-3 is never swapped"
+    r = sim.status.rollout
+    assert r is not None and r.phase is Phase.ROLLED_BACK
+    assert r.failure is not None and (r.failure.pod, r.failure.step) == ("pod-2", Step.VERIFY)
+    assert "ranked first" in r.failure.reason
+    assert cond_of(sim, cond.DEGRADED) == ("True", "RolloutFailed")
+    assert cond_of(sim, cond.READY) == ("True", "RolledBack")
+    assert sim.status.history[-1].result is HistoryResult.ROLLED_BACK
+    assert sim.status.last_good_version == "v1" and sim.boot is not None and sim.boot.version == "v1"
+    # Settled: more iterations do nothing (v3 is not retried until the spec changes).
+    before = len(sim.actions)
+    for _ in range(5):
+        sim.step()
+    assert len(sim.actions) == before
+    # A new spec is a new rollout.
+    sim.spec = make_spec("v4")
+    sim.run()
+    assert [p.active for p in sim.pods.values()] == ["v4"] * 3
+
+
+def test_stage_failure_fails_the_rollout_before_any_swap() -> None:
+    sim = Sim(spec=make_spec("v3"), pods=fleet(3), boot=boot_ref("v1"))
+    sim.failures[("pod-3", Step.STAGE, "v3")] = "digest_mismatch: expected abc, got def"
+    sim.run()
+    assert all(not any(v == "v3" for v, _ in p.activations) for p in sim.pods.values())
+    r = sim.status.rollout
+    assert r is not None and r.failure is not None and r.failure.step is Step.STAGE and r.failure.pod == "pod-3"
+
+
+def test_preload_failure_on_nan_weights() -> None:
+    sim = Sim(spec=make_spec("v3"), pods=fleet(2), boot=boot_ref("v1"))
+    sim.failures[("*", Step.PRELOAD, "v3")] = "invalid_model: weights are not finite"
+    sim.run()
+    r = sim.status.rollout
+    assert r is not None and r.phase is Phase.ROLLED_BACK and r.failure is not None
+    assert r.failure.step is Step.PRELOAD
+    assert [p.active for p in sim.pods.values()] == ["v1", "v1"]
+
+
+def test_automatic_rollback_off_holds() -> None:
+    sim = Sim(spec=make_spec("v3", rollback={"automatic": False}), pods=fleet(3), boot=boot_ref("v1"))
+    sim.failures[("pod-2", Step.VERIFY, "v3")] = "bad"
+    sim.run()
+    assert [p.active for p in sim.pods.values()] == ["v3", "v3", "v1"]
+    assert sim.status.rollout is not None and sim.status.rollout.phase is Phase.HOLDING
+    assert cond_of(sim, cond.READY) == ("False", "RolloutHeld")
+    assert sim.status.history[-1].result is HistoryResult.FAILED
+    assert {p.name: p.state for p in sim.status.pods}["pod-1"] is PodState.HELD
+
+
+def test_spec_change_mid_rollout_supersedes() -> None:
+    sim = Sim(spec=make_spec("v2"), pods=fleet(3), boot=boot_ref("v1"))
+    while not sim.pods["pod-1"].active == "v2":
+        sim.step()
+    sim.spec = make_spec("v3")
+    sim.run()
+    assert [p.active for p in sim.pods.values()] == ["v3"] * 3
+    results = [(h.version, h.result) for h in sim.status.history]
+    assert results == [("v2", HistoryResult.SUPERSEDED), ("v3", HistoryResult.SUCCEEDED)]
+    assert "v2" not in [p.version for p in sim.status.pods]
+    assert sim.status.last_good_version == "v3"
+
+
+def test_superseded_rollout_then_failure_rolls_back_to_last_good_not_to_the_superseded() -> None:
+    sim = Sim(spec=make_spec("v2"), pods=fleet(3), boot=boot_ref("v1"))
+    while not sim.pods["pod-2"].active == "v2":
+        sim.step()
+    sim.spec = make_spec("v3")
+    sim.failures[("pod-1", Step.VERIFY, "v3")] = "bad"
+    sim.run()
+    assert [p.active for p in sim.pods.values()] == ["v1"] * 3
+
+
+def test_crash_at_every_point_never_swaps_a_pod_twice_nor_skips_one() -> None:
+    reference = Sim(spec=make_spec("v2"), pods=fleet(3), boot=boot_ref("v1"))
+    reference.run()
+    total = len(reference.actions)
+    for crash_at in range(total):
+        sim = Sim(spec=make_spec("v2"), pods=fleet(3), boot=boot_ref("v1"))
+        # Run up to the crash point, losing the outcome of that action; then "restart" (run on).
+        for _ in range(500):
+            if len(sim.actions) >= crash_at:
+                break
+            sim.step()
+        sim.crash_after = 0
+        sim.run()
+        assert [p.active for p in sim.pods.values()] == ["v2"] * 3, crash_at
+        assert all(len(p.activations) == 1 for p in sim.pods.values()), (crash_at, sim.pods)
+        assert activation_order(sim, "v2") == ["pod-1", "pod-2", "pod-3"]
+        assert sim.status.rollout is not None and sim.status.rollout.phase is Phase.COMPLETE
+
+
+def test_operator_restart_with_empty_memory_reads_the_agents() -> None:
+    """Status lost between an activate and its patch: the agent's report says pod-2 moved."""
+    sim = Sim(spec=make_spec("v2"), pods=fleet(3), boot=boot_ref("v1"))
+    while sim.pods["pod-2"].active != "v2":
+        sim.step()
+    # Forget that pod-2 was activated (the status patch never happened).
+    r = sim.status.rollout
+    assert r is not None
+    sim.status = sim.status.model_copy(update={"rollout": r.model_copy(update={"current": None})})
+    sim.run()
+    assert all(len(p.activations) == 1 for p in sim.pods.values())
+
+
+def test_not_ready_pod_is_waited_for_then_times_out() -> None:
+    spec = make_spec("v2", rollout={"podTimeoutSeconds": 10})
+    sim = Sim(spec=spec, pods=fleet(2), boot=boot_ref("v1"))
+    sim.pods["pod-2"].ready = False
+    sim.step()
+    assert not sim.last_plan or all(a.kind is not Kind.ACTIVATE for a in sim.actions)
+    assert {p.name: p.state for p in sim.status.pods}["pod-2"] is PodState.NOT_READY
+    for _ in range(60):
+        sim.step()
+    r = sim.status.rollout
+    assert r is not None and r.failure is not None and r.failure.step is Step.WAIT_READY and r.failure.pod == "pod-2"
+
+
+def test_pod_that_comes_back_is_brought_along() -> None:
+    sim = Sim(spec=make_spec("v2"), pods=fleet(3), boot=boot_ref("v1"))
+    while sim.pods["pod-1"].active != "v2":
+        sim.step()
+    # pod-2 restarts: agent gone for a while, then back on the boot version (v1), nothing staged.
+    sim.pods["pod-2"].reachable = False
+    for _ in range(3):
+        sim.step()
+    assert sim.pods["pod-3"].active == "v1", "nothing moves past a pod that is away"
+    sim.pods["pod-2"] = type(sim.pods["pod-2"])(name="pod-2", active="v1", on_disk={"v1": digest_of("v1")})
+    sim.run()
+    assert [p.active for p in sim.pods.values()] == ["v2"] * 3
+
+
+def test_pod_added_after_rollout_converges_without_new_history() -> None:
+    sim = Sim(spec=make_spec("v2"), pods=fleet(2), boot=boot_ref("v1"))
+    sim.run()
+    history = list(sim.status.history)
+    sim.pods["pod-3"] = type(sim.pods["pod-1"])(name="pod-3", active="v1", on_disk={"v1": digest_of("v1")})
+    sim.run()
+    assert sim.pods["pod-3"].active == "v2"
+    assert sim.status.history == history
+    assert cond_of(sim, cond.READY) == ("True", "RolloutComplete")
+
+
+def test_drift_is_corrected() -> None:
+    sim = Sim(spec=make_spec("v2"), pods=fleet(2), boot=boot_ref("v1"))
+    sim.run()
+    pod = sim.pods["pod-2"]
+    pod.previous, pod.active = pod.active, "v1"  # someone swapped it by hand
+    sim.run()
+    assert pod.active == "v2"
+
+
+def test_failed_convergence_backs_off_and_does_not_touch_the_fleet() -> None:
+    sim = Sim(spec=make_spec("v2"), pods=fleet(2), boot=boot_ref("v1"))
+    sim.run()
+    sim.pods["pod-3"] = type(sim.pods["pod-1"])(name="pod-3", active="v1", on_disk={"v1": digest_of("v1")})
+    sim.failures[("pod-3", Step.STAGE, "v2")] = "source unavailable"
+    for _ in range(3):
+        sim.step()
+    assert cond_of(sim, cond.DEGRADED) == ("True", "PodFailed")
+    assert sim.pods["pod-1"].active == "v2" and sim.pods["pod-2"].active == "v2"
+    del sim.failures[("pod-3", Step.STAGE, "v2")]
+    sim.now += datetime.timedelta(seconds=10)
+    sim.run()
+    assert sim.pods["pod-3"].active == "v2"
+    assert cond_of(sim, cond.DEGRADED)[0] == "False"
+
+
+def test_digest_mismatch_across_pods_fails_the_rollout() -> None:
+    sim = Sim(spec=make_spec("v2"), pods=fleet(2), boot=boot_ref("v1"))
+    sim.pods["pod-2"].on_disk["v2"] = "f" * 64  # a different content under the same version id
+    sim.pods["pod-1"].on_disk["v2"] = digest_of("v2")
+    sim.run()
+    r = sim.status.rollout
+    assert r is not None and r.failure is not None and "digest mismatch" in r.failure.reason
+
+
+def test_pause_between_pods() -> None:
+    sim = Sim(spec=make_spec("v2", rollout={"pauseSeconds": 60}), pods=fleet(2), boot=boot_ref("v1"))
+    while sim.pods["pod-1"].active != "v2" or not sim.status.rollout or not sim.status.rollout.done:
+        sim.step()
+    paused_at = sim.now
+    sim.run()
+    assert sim.pods["pod-2"].activations[0][1] > sim.pods["pod-1"].activations[0][1]
+    assert sim.now - paused_at >= datetime.timedelta(seconds=59)
+
+
+def test_soak_failure_rolls_back() -> None:
+    spec = make_spec("v2", rollout={"analysis": {"soakSeconds": 20, "maxErrorRate": 0.05}})
+    sim = Sim(spec=spec, pods=fleet(2), boot=boot_ref("v1"))
+    sim.failures[("pod-1", Step.SOAK, "v2")] = "error rate 0.2 > 0.05"
+    sim.run()
+    r = sim.status.rollout
+    assert r is not None and r.failure is not None and r.failure.step is Step.SOAK
+    assert [p.active for p in sim.pods.values()] == ["v1", "v1"]
+
+
+def test_soak_waits_its_time() -> None:
+    spec = make_spec("v2", rollout={"analysis": {"soakSeconds": 20}})
+    sim = Sim(spec=spec, pods=fleet(1), boot=boot_ref("v1"))
+    start = sim.now
+    sim.run()
+    soak = [a for a in sim.actions if a.kind is Kind.SOAK]
+    assert len(soak) == 1 and soak[0].baseline == (100.0, 0.0)
+    assert sim.now - start >= datetime.timedelta(seconds=20)
+
+
+def test_manual_rollback_by_spec_uses_the_previous_version_in_memory() -> None:
+    sim = Sim(spec=make_spec("v2"), pods=fleet(2), boot=boot_ref("v1"))
+    sim.run()
+    sim.spec = make_spec("v1")
+    sim.run()
+    assert [p.active for p in sim.pods.values()] == ["v1", "v1"]
+    second = [a for a in sim.actions if a.version == "v1"]
+    assert {a.kind for a in second} <= {Kind.REACTIVATE, Kind.VERIFY}, "fast path: previous is in memory"
+
+
+def test_settings_change_keeps_the_fleet_verified() -> None:
+    sim = Sim(spec=make_spec("v2"), pods=fleet(2), boot=boot_ref("v1"))
+    sim.run()
+    n = len(sim.actions)
+    sim.spec = make_spec("v2", historyLimit=5)
+    sim.run()
+    assert len(sim.actions) == n
+    assert [h.result for h in sim.status.history] == [HistoryResult.SUCCEEDED]
+
+
+def test_history_is_bounded() -> None:
+    sim = Sim(spec=make_spec("v2", historyLimit=2), pods=fleet(1), boot=boot_ref("v1"))
+    for version in ("v2", "v3", "v4", "v5"):
+        sim.spec = make_spec(version, historyLimit=2)
+        sim.run()
+    assert [h.version for h in sim.status.history] == ["v4", "v5"]
+
+
+def test_no_pods() -> None:
+    sim = Sim(spec=make_spec("v2"), pods={})
+    sim.step()
+    assert cond_of(sim, cond.READY) == ("False", "NoPods")
+    assert not sim.actions
+
+
+def test_observed_generation_on_conditions() -> None:
+    sim = Sim(spec=make_spec("v2"), pods=fleet(1), boot=boot_ref("v1"))
+    sim.run()
+    assert sim.status.observed_generation == 1
+    assert all(c.observed_generation == 1 for c in sim.status.conditions)
