@@ -506,3 +506,32 @@ def test_selector_labels_are_stable(rendered: Rendered, component: str) -> None:
         "app.kubernetes.io/component",
     }
     assert selects(selector, pod_labels(deployment))
+
+
+# Volume types the Pod Security Standards "restricted" profile allows.
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
+
+@pytest.mark.parametrize("component", ["operator", "reranker"])
+def test_pods_meet_pod_security_restricted(rendered: Rendered, component: str) -> None:
+    """Both pods run in a namespace labelled pod-security.kubernetes.io/enforce=restricted."""
+    deployment = rendered.one("Deployment", component)
+    spec = pod_spec(deployment)
+    for vol in spec.get("volumes", []):
+        kinds = set(vol) - {"name"}
+        assert kinds <= RESTRICTED_VOLUMES, f"{vol['name']}: {kinds}"
+    assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    for c in all_containers(deployment):
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"], c["name"]
+        assert sc["runAsNonRoot"] is True, c["name"]
+        assert not any(p.get("hostPort") for p in c.get("ports", [])), c["name"]
