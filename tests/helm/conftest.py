@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+# chartkit sits next to this file; make it importable whatever pytest's --import-mode is.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 from chartkit import CHART, GET_HELM, VALUE_SETS, HelmRun, Rendered, merge_values, template_args
 
 

@@ -11,7 +11,16 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from chartkit import CHART, GET_HELM, REPO, VALUE_SETS, HelmRun, merge_values, template_args
+from chartkit import (
+    CHART,
+    GET_HELM,
+    KUBERNETES_VERSIONS,
+    REPO,
+    VALUE_SETS,
+    HelmRun,
+    merge_values,
+    template_args,
+)
 
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())
 
@@ -136,3 +145,11 @@ def test_get_helm_is_idempotent_and_caches_outside_the_repo(helm: Path) -> None:
     assert REPO not in helm.resolve().parents
     version = subprocess.run([str(helm), "version", "--short"], capture_output=True, text=True, check=True)
     assert re.match(r"v[34]\.", version.stdout), version.stdout
+
+
+def test_chart_kube_version_covers_the_validated_versions(helm_run: HelmRun) -> None:
+    """Chart.yaml's kubeVersion admits every version the objects are validated against, not older."""
+    for version in KUBERNETES_VERSIONS:
+        helm_run(*template_args(None, "--kube-version", version))
+    too_old = helm_run(*template_args(None, "--kube-version", "1.27.0"), check=False)
+    assert too_old.returncode != 0 and "kubeVersion" in too_old.stderr, too_old.stderr
