@@ -231,8 +231,13 @@ def _describe(exc: BaseException) -> str:
 
 # --- hf:// -----------------------------------------------------------------------------------------
 def fetch_hf(settings: Settings, source: SourceUri, dest: Path, progress: Progress) -> None:
-    from huggingface_hub import snapshot_download  # imported here: only needed for hf sources
+    # imported here: only needed for hf sources
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.hf_api import RepoFile
+    from huggingface_hub.utils import disable_progress_bars
 
+    disable_progress_bars()
+    token: str | bool = settings.hf_token or False
     stop = threading.Event()
 
     def watch() -> None:  # snapshot_download has no byte callback: measure the folder instead
@@ -240,14 +245,31 @@ def fetch_hf(settings: Settings, source: SourceUri, dest: Path, progress: Progre
             progress.bytes_done = _tree_size(dest)
 
     watcher = threading.Thread(target=watch, name="hf-progress", daemon=True)
-    watcher.start()
     try:
+        api = HfApi(endpoint=settings.hf_endpoint, token=token)
+        # Resolve the revision to a commit first: the listing and the download then name one content,
+        # and an unreachable hub or a missing repository is a clear error here.
+        commit = api.repo_info(source.authority, revision=source.location).sha
+        if not commit:
+            raise SourceUnavailable(f"{settings.hf_endpoint} gave no commit for {source.canonical}")
+        listing = [f for f in api.list_repo_tree(source.authority, revision=commit, recursive=True)
+                   if isinstance(f, RepoFile)]  # fmt: skip
+        for f in listing:
+            try:
+                safe_relpath(f.path)
+            except ValueError as exc:
+                raise SourceInvalid(f"hf repository file refused: {exc}") from None
+        total = sum(f.size or 0 for f in listing)
+        progress.expect(total)
+        ensure_space(dest, total)
+        log.info("hf: %s is commit %s, %d files, %d bytes", source.canonical, commit, len(listing), total)
+        watcher.start()
         snapshot_download(
             source.authority,
-            revision=source.location,
+            revision=commit,
             local_dir=dest,
             endpoint=settings.hf_endpoint,
-            token=settings.hf_token or False,
+            token=token,
             max_workers=4,
         )
     except AgentError:
@@ -261,12 +283,16 @@ def fetch_hf(settings: Settings, source: SourceUri, dest: Path, progress: Progre
         raise SourceUnavailable(f"hf source {source.canonical}: {_describe(exc)}") from None
     finally:
         stop.set()
-        watcher.join()
+        if watcher.is_alive():
+            watcher.join()
     # snapshot_download keeps its bookkeeping in <local_dir>/.cache: not part of the version
     shutil.rmtree(dest / ".cache", ignore_errors=True)
     if progress.cancel.is_set():
         raise Cancelled("cancelled")
-    progress.bytes_done = progress.bytes_total = _tree_size(dest)
+    got = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    if got != sorted(f.path for f in listing):
+        raise SourceInvalid(f"hf download of {source.canonical} does not match the repository listing")
+    progress.bytes_done = _tree_size(dest)
 
 
 def _tree_size(root: Path) -> int:

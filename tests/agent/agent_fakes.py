@@ -162,3 +162,53 @@ async def wait_for(predicate: Callable[[], Awaitable[Any]], timeout_s: float = 1
             return last
         await asyncio.sleep(interval_s)
     raise AssertionError(f"condition not met within {timeout_s}s (last value: {last!r})")
+
+
+HF_COMMIT = "c0ffee" + "0" * 34
+
+
+def make_hub_app(repos: dict[str, Path]) -> web.Application:
+    """A minimal Hugging Face hub endpoint: repo info, recursive tree, resolve (HEAD and GET).
+
+    Every revision of ``org/name`` resolves to commit ``HF_COMMIT`` serving the folder ``repos[...]``.
+    It answers what ``huggingface_hub`` asks for; it is not a hub.
+    """
+    import hashlib
+    import json
+
+    def files(repo: str) -> list[tuple[str, Path]]:
+        root = repos[repo]
+        return sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*") if p.is_file())
+
+    def repo_of(request: web.Request) -> str:
+        repo = f"{request.match_info['org']}/{request.match_info['name']}"
+        if repo not in repos:
+            raise web.HTTPNotFound(headers={"X-Error-Code": "RepoNotFound"}, text='{"error": "Repository not found"}',
+                                   content_type="application/json")  # fmt: skip
+        return repo
+
+    async def info(request: web.Request) -> web.Response:
+        repo = repo_of(request)
+        return web.json_response({"id": repo, "modelId": repo, "sha": HF_COMMIT, "private": False,
+                                  "siblings": [{"rfilename": rel} for rel, _ in files(repo)]})  # fmt: skip
+
+    async def tree(request: web.Request) -> web.Response:
+        repo = repo_of(request)
+        out = [{"type": "file", "oid": hashlib.sha1(p.read_bytes()).hexdigest(), "size": p.stat().st_size, "path": rel}
+               for rel, p in files(repo)]  # fmt: skip
+        return web.Response(text=json.dumps(out), content_type="application/json")
+
+    async def resolve(request: web.Request) -> web.Response:
+        p = repos[repo_of(request)] / request.match_info["path"]
+        if not p.is_file():
+            raise web.HTTPNotFound(headers={"X-Error-Code": "EntryNotFound"})
+        data = p.read_bytes()
+        headers = {"X-Repo-Commit": HF_COMMIT, "ETag": f'"{hashlib.sha1(data).hexdigest()}"',
+                   "Content-Length": str(len(data))}  # fmt: skip
+        return web.Response(body=None if request.method == "HEAD" else data, headers=headers)
+
+    app = web.Application()
+    app.router.add_get("/api/models/{org}/{name}/revision/{rev:.*}", info)
+    app.router.add_get("/api/models/{org}/{name}/tree/{rev}{tail:.*}", tree)
+    app.router.add_route("*", "/{org}/{name}/resolve/{rev}/{path:.*}", resolve)
+    return app
