@@ -11,6 +11,7 @@ the operator requests between attempts run normally.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from dataclasses import dataclass
@@ -122,18 +123,16 @@ class BootLoop:
 
     async def _attempt(self) -> bool:
         """True when boot is over (done or not needed); raise ``AgentError`` to retry."""
-        spec = read_boot_file(self.path, self.agent.settings.allow)
-        self.status["version"] = spec.version
         state = await self.agent.server_state()
         active = version_of(state, "active")
-        if active is not None:
-            how = "done" if active == spec.version else "skipped"
-            self._finish(
-                how,
-                f"server already serves {active}"
-                + ("" if how == "done" else f" (boot file names {spec.version})"),
-            )
+        if active is not None:  # checked first: a missing or broken boot file no longer matters
+            with contextlib.suppress(AgentError):
+                self.status["version"] = read_boot_file(self.path, self.agent.settings.allow).version
+            how = "done" if active == self.status["version"] else "skipped"
+            self._finish(how, f"server already serves {active}")
             return True
+        spec = read_boot_file(self.path, self.agent.settings.allow)
+        self.status["version"] = spec.version
         self.status["state"] = "running"
         req = StageRequest(spec.version, spec.source, spec.sha256)
         op, _ = await self.agent.ops.submit(

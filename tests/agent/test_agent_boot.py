@@ -1,0 +1,103 @@
+"""Boot: an empty server is brought up on the boot file's version; failures retry with backoff."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from agent_fakes import FakeServer, wait_for, write_model
+from aiohttp.test_utils import TestClient
+from conftest import ClientFactory, run_op, status_of
+from hotswap_server.digest import folder_digest
+
+
+async def boot_state(client: TestClient, state: str) -> dict:
+    async def reached() -> dict | None:
+        boot = (await status_of(client))["boot"]
+        return boot if boot["state"] == state else None
+
+    return await wait_for(reached, timeout_s=10)
+
+
+async def test_boot_retries_until_the_source_appears(
+    agent_client: ClientFactory, sources_root: Path, tmp_path: Path, fake_server: FakeServer
+) -> None:
+    boot_file = tmp_path / "boot.json"
+    src = sources_root / "v1"
+    boot_file.write_text(json.dumps({"version": "v1", "source": {"uri": src.as_uri()}}))
+    client = await agent_client("--boot-file", str(boot_file))
+    retrying = await boot_state(client, "retrying")
+    assert "does not exist" in retrying["lastError"] and retrying["nextAttemptAt"]
+    status = await status_of(client)
+    assert status["lastError"]["type"] == "source_unavailable" and status["active"] is None
+
+    async def attempts_grow() -> bool:
+        return (await status_of(client))["boot"]["attempts"] >= retrying["attempts"] + 2
+
+    await wait_for(attempts_grow)  # it keeps trying, with backoff
+    write_model(src, "one")
+    done = await boot_state(client, "done")
+    assert done["version"] == "v1" and done["finishedAt"]
+    assert fake_server.active is not None and fake_server.active["version"] == "v1"
+    assert [c[0] for c in fake_server.calls] == ["preload", "activate"]
+    status = await status_of(client)
+    assert status["active"] == {"version": "v1", "digest": folder_digest(src)}
+    assert status["lastActivation"]["kind"] == "boot"
+
+
+async def test_boot_file_appears_later_as_yaml(
+    agent_client: ClientFactory, sources_root: Path, tmp_path: Path, fake_server: FakeServer
+) -> None:
+    src = write_model(sources_root / "v3", "three")
+    boot_file = tmp_path / "config" / "boot.yaml"
+    client = await agent_client("--boot-file", str(boot_file))
+    assert "does not exist" in (await boot_state(client, "retrying"))["lastError"]
+    boot_file.parent.mkdir()
+    boot_file.write_text(f"version: v3\nsource:\n  uri: {src.as_uri()}\n  sha256: {folder_digest(src)}\n")
+    await boot_state(client, "done")
+    assert fake_server.active is not None and fake_server.active["version"] == "v3"
+
+
+async def test_bad_boot_file_is_reported(agent_client: ClientFactory, tmp_path: Path) -> None:
+    boot_file = tmp_path / "boot.json"
+    boot_file.write_text(json.dumps({"version": "V1!", "source": {"uri": "file:///etc/passwd"}}))
+    client = await agent_client("--boot-file", str(boot_file))
+    boot = await boot_state(client, "retrying")
+    assert "version must be a DNS-1123 label" in boot["lastError"]
+    assert (await status_of(client))["lastError"]["type"] == "boot_file_invalid"
+
+
+async def test_a_serving_server_is_left_alone(
+    agent_client: ClientFactory, sources_root: Path, tmp_path: Path, fake_server: FakeServer
+) -> None:
+    live = write_model(fake_server.models_root / "v5", "five")
+    fake_server.active = {"version": "v5", "digest": folder_digest(live), "path": str(live)}
+    boot_file = tmp_path / "boot.json"
+    boot_file.write_text(json.dumps({"version": "v1", "source": {"uri": (sources_root / "v1").as_uri()}}))
+    client = await agent_client("--boot-file", str(boot_file))
+    boot = await boot_state(client, "skipped")
+    assert "already serves v5" in boot["message"]
+    assert fake_server.calls == [] and fake_server.active["version"] == "v5"
+    boot_file.write_text(json.dumps({"version": "v5", "source": {"uri": (sources_root / "v5").as_uri()}}))
+    client = await agent_client("--boot-file", str(boot_file))  # a restarted agent, server still up
+    boot = await boot_state(client, "done")
+    assert boot["version"] == "v5" and fake_server.calls == []
+
+
+async def test_the_operator_can_act_while_boot_retries(
+    agent_client: ClientFactory, sources_root: Path, tmp_path: Path, fake_server: FakeServer
+) -> None:
+    client = await agent_client("--boot-file", str(tmp_path / "missing.json"))
+    await boot_state(client, "retrying")
+    src = write_model(sources_root / "v2", "two")
+    for kind, body in [("stage", {"version": "v2", "uri": src.as_uri()}), ("preload", {"version": "v2"}),
+                       ("activate", {"version": "v2"})]:  # fmt: skip
+        for _ in range(50):  # a boot attempt may hold the lock for a moment: 409, then retry
+            resp = await client.post(f"/v1/{kind}", json=body, headers={"Authorization": "Bearer agent-token"})
+            if resp.status != 409:
+                break
+        assert resp.status in (200, 202)
+        op = await run_op(client, kind, body)
+        assert op["state"] == "succeeded", op
+    await boot_state(client, "skipped")
+    assert fake_server.active["version"] == "v2"
