@@ -212,3 +212,71 @@ def make_hub_app(repos: dict[str, Path]) -> web.Application:
     app.router.add_get("/api/models/{org}/{name}/tree/{rev}{tail:.*}", tree)
     app.router.add_route("*", "/{org}/{name}/resolve/{rev}/{path:.*}", resolve)
     return app
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class AgentProcess:
+    """A real ``hotswap-agent`` process on loopback (``python -m hotswap_agent``)."""
+
+    args: list[str]
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    proc: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, timeout_s: float = 20.0) -> AgentProcess:
+        import os
+        import subprocess
+        import sys
+
+        import aiohttp
+
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hotswap_agent", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+
+        async def healthy() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"agent exited {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+            try:
+                async with aiohttp.ClientSession() as s, s.get(f"{self.url}/healthz") as r:
+                    return r.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await wait_for(healthy, timeout_s, interval_s=0.05)
+        return self
+
+    def kill(self) -> None:
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
