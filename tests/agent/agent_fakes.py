@@ -53,19 +53,35 @@ class FakeServer:
 
     # --- admin plane ------------------------------------------------------------------------
     @web.middleware
-    async def _auth(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    async def _auth(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ):
         supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
         if not hmac.compare_digest(supplied, ADMIN_TOKEN.encode()):
             return error(401, "unauthorized", "unauthorized")
         return await handler(request)
 
     def _record(self, version: str, path: Path) -> dict[str, Any]:
-        return {"version": version, "path": str(path), "digest": folder_digest(path), "kind": "cross-encoder",
-                "loaded_at": time.time()}
+        return {
+            "version": version,
+            "path": str(path),
+            "digest": folder_digest(path),
+            "kind": "cross-encoder",
+            "loaded_at": time.time(),
+        }
 
     async def state(self, request: web.Request) -> web.Response:
-        return web.json_response({"active": self.active, "staged": self.staged, "previous": self.previous,
-                                  "swapMode": "auto", "lastSwap": None, "operation": None, "memory": {}})
+        return web.json_response(
+            {
+                "active": self.active,
+                "staged": self.staged,
+                "previous": self.previous,
+                "swapMode": "auto",
+                "lastSwap": None,
+                "operation": None,
+                "memory": {},
+            }
+        )
 
     async def preload(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -88,18 +104,24 @@ class FakeServer:
         body = await request.json()
         self.calls.append(("activate", body))
         if self.active and self.active["version"] == body["version"]:
-            return web.json_response({"active": self.active, "previous": self.previous, "mode": "noop", "pauseMs": 0})
+            return web.json_response(
+                {"active": self.active, "previous": self.previous, "mode": "noop", "pauseMs": 0}
+            )
         if not self.staged or self.staged["version"] != body["version"]:
             return error(409, f"{body['version']} is not staged", "not_staged")
         self.previous, self.active, self.staged = self.active, self.staged, None
-        return web.json_response({"active": self.active, "previous": self.previous, "mode": "inplace", "pauseMs": 3})
+        return web.json_response(
+            {"active": self.active, "previous": self.previous, "mode": "inplace", "pauseMs": 3}
+        )
 
     async def rollback(self, request: web.Request) -> web.Response:
         self.calls.append(("rollback", {}))
         if not self.previous:
             return error(409, "no previous version", "no_previous")
         self.active, self.previous = self.previous, self.active
-        return web.json_response({"active": self.active, "previous": self.previous, "mode": "inplace", "pauseMs": 2})
+        return web.json_response(
+            {"active": self.active, "previous": self.previous, "mode": "inplace", "pauseMs": 2}
+        )
 
     async def discard(self, request: web.Request) -> web.Response:
         self.calls.append(("discard", {}))
@@ -152,7 +174,9 @@ class FakeServer:
             await runner.cleanup()
 
 
-async def wait_for(predicate: Callable[[], Awaitable[Any]], timeout_s: float = 10.0, interval_s: float = 0.02) -> Any:
+async def wait_for(
+    predicate: Callable[[], Awaitable[Any]], timeout_s: float = 10.0, interval_s: float = 0.02
+) -> Any:
     """Poll ``predicate`` until it returns something truthy, or fail after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     last: Any = None
@@ -236,25 +260,38 @@ class AgentProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self, timeout_s: float = 20.0) -> AgentProcess:
+    def spawn(self) -> None:
         import os
         import subprocess
         import sys
 
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "hotswap_agent",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    *self.args,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+
+    async def start(self, timeout_s: float = 20.0) -> AgentProcess:
         import aiohttp
 
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hotswap_agent", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        log.close()
+        self.spawn()
 
         async def healthy() -> bool:
             if self.proc.poll() is not None:
-                raise AssertionError(f"agent exited {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+                raise AssertionError(
+                    f"agent exited {self.proc.returncode}: {self.log_path.read_text()[-2000:]}"
+                )
             try:
                 async with aiohttp.ClientSession() as s, s.get(f"{self.url}/healthz") as r:
                     return r.status == 200
@@ -280,3 +317,27 @@ class AgentProcess:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+ClientFactory = Callable[..., Awaitable[Any]]  # (*flags, allow=...) -> aiohttp TestClient
+
+
+async def status_of(client: Any) -> dict[str, Any]:
+    resp = await client.get("/v1/status", headers=AUTH)
+    assert resp.status == 200, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    return body
+
+
+async def run_op(client: Any, kind: str, body: dict[str, Any], timeout_s: float = 15.0) -> dict[str, Any]:
+    """POST an operation, then poll status until it has finished; return the finished operation."""
+    resp = await client.post(f"/v1/{kind}", json=body, headers=AUTH)
+    assert resp.status in (200, 202), f"{resp.status}: {await resp.text()}"
+    op_id = (await resp.json())["operation"]["id"]
+
+    async def finished() -> dict[str, Any] | None:
+        op = (await status_of(client))["operation"]
+        return op if op["id"] == op_id and op["state"] != "running" else None
+
+    result: dict[str, Any] = await wait_for(finished, timeout_s)
+    return result

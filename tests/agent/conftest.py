@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_fakes import ADMIN_TOKEN, AGENT_TOKEN, AUTH, FakeServer, wait_for
+from agent_fakes import ADMIN_TOKEN, AGENT_TOKEN, ClientFactory, FakeServer
 from aiohttp.test_utils import TestClient
-
 from hotswap_agent.app import create_app
 from hotswap_agent.settings import Settings, load_settings
 
@@ -68,9 +67,6 @@ def make_settings(
     return make
 
 
-ClientFactory = Callable[..., Awaitable[TestClient]]
-
-
 @pytest.fixture
 def agent_client(aiohttp_client: Any, make_settings: SettingsFactory) -> ClientFactory:
     async def make(*extra: str, allow: tuple[str, ...] | None = None) -> TestClient:
@@ -78,24 +74,3 @@ def agent_client(aiohttp_client: Any, make_settings: SettingsFactory) -> ClientF
         return client
 
     return make
-
-
-async def status_of(client: TestClient) -> dict[str, Any]:
-    resp = await client.get("/v1/status", headers=AUTH)
-    assert resp.status == 200, await resp.text()
-    body: dict[str, Any] = await resp.json()
-    return body
-
-
-async def run_op(client: TestClient, kind: str, body: dict[str, Any], timeout_s: float = 15.0) -> dict[str, Any]:
-    """POST an operation, then poll status until it has finished; return the finished operation."""
-    resp = await client.post(f"/v1/{kind}", json=body, headers=AUTH)
-    assert resp.status in (200, 202), f"{resp.status}: {await resp.text()}"
-    op_id = (await resp.json())["operation"]["id"]
-
-    async def finished() -> dict[str, Any] | None:
-        op = (await status_of(client))["operation"]
-        return op if op["id"] == op_id and op["state"] != "running" else None
-
-    result: dict[str, Any] = await wait_for(finished, timeout_s)
-    return result

@@ -6,14 +6,14 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from agent_fakes import AUTH, FakeServer, wait_for, write_model
+from agent_fakes import AUTH, ClientFactory, FakeServer, run_op, status_of, wait_for, write_model
 from aiohttp.test_utils import TestClient
-from conftest import ClientFactory, run_op, status_of
-
 from hotswap_agent.app import AGENT
 from hotswap_server.digest import folder_digest
 
-CANARY = [{"query": "capital of france", "documents": ["bananas", "paris is the capital of france"], "expectTop": 1}]
+CANARY = [
+    {"query": "capital of france", "documents": ["bananas", "paris is the capital of france"], "expectTop": 1}
+]
 
 
 async def ready(client: TestClient, sources_root: Path, *versions: str, activate: bool = True) -> None:
@@ -32,7 +32,9 @@ async def test_health_and_metrics_need_no_token(agent_client: ClientFactory) -> 
     resp = await client.get("/metrics")
     text = await resp.text()
     assert resp.status == 200 and resp.content_type == "text/plain"
-    assert "# TYPE hotswap_agent_operations_total counter" in text and "hotswap_agent_server_reachable" in text
+    assert (
+        "# TYPE hotswap_agent_operations_total counter" in text and "hotswap_agent_server_reachable" in text
+    )
 
 
 @pytest.mark.parametrize(
@@ -70,7 +72,11 @@ async def test_full_cycle_and_status_shape(
     client = await agent_client()
     await ready(client, sources_root, "v1", "v2")
     assert [c[0] for c in fake_server.calls] == ["preload", "activate", "preload", "activate"]
-    assert fake_server.calls[0][1] == {"version": "v1", "path": "v1", "digest": folder_digest(sources_root / "v1")}
+    assert fake_server.calls[0][1] == {
+        "version": "v1",
+        "path": "v1",
+        "digest": folder_digest(sources_root / "v1"),
+    }
     op = await run_op(client, "verify", {"canary": CANARY})
     assert op["state"] == "succeeded" and op["version"] == "v2"
     report = op["result"]["canaries"][0]
@@ -206,7 +212,9 @@ async def test_verify_failures_are_reported(
     assert bad.status == 400
 
 
-async def test_server_unreachable(agent_client: ClientFactory, sources_root: Path, fake_server: FakeServer) -> None:
+async def test_server_unreachable(
+    agent_client: ClientFactory, sources_root: Path, fake_server: FakeServer
+) -> None:
     client = await agent_client()
     await ready(client, sources_root, "v1", activate=False)
     await fake_server.stop()

@@ -8,7 +8,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
 from hotswap_agent.archive import extract_tarball, safe_relpath
 from hotswap_agent.errors import SourceInvalid, UnsafeArchive
 
@@ -37,7 +36,11 @@ def test_extracts_files_and_unwraps_a_single_top_folder(tmp_path: Path) -> None:
     dest = tmp_path / "dest"
     dest.mkdir()
     extract_tarball(archive, dest)
-    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*")) == ["config.json", "sub", "sub/w.bin"]
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*")) == [
+        "config.json",
+        "sub",
+        "sub/w.bin",
+    ]
     assert (dest / "config.json").stat().st_mode & 0o777 == 0o644
 
 
@@ -61,7 +64,9 @@ def test_keeps_a_flat_archive(tmp_path: Path) -> None:
         (special("fifo", tarfile.FIFOTYPE), "device"),
     ],
 )
-def test_refuses_unsafe_members(tmp_path: Path, member: tarfile.TarInfo | tuple[str, bytes], reason: str) -> None:
+def test_refuses_unsafe_members(
+    tmp_path: Path, member: tarfile.TarInfo | tuple[str, bytes], reason: str
+) -> None:
     archive = make_tar(tmp_path / "bad.tar.gz", [("config.json", b"{}"), member])
     dest = tmp_path / "dest"
     dest.mkdir()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agent_fakes import FakeServer, wait_for, write_model
+from agent_fakes import ClientFactory, FakeServer, run_op, status_of, wait_for, write_model
 from aiohttp.test_utils import TestClient
-from conftest import ClientFactory, run_op, status_of
 from hotswap_server.digest import folder_digest
 
 
@@ -93,7 +92,9 @@ async def test_the_operator_can_act_while_boot_retries(
     for kind, body in [("stage", {"version": "v2", "uri": src.as_uri()}), ("preload", {"version": "v2"}),
                        ("activate", {"version": "v2"})]:  # fmt: skip
         for _ in range(50):  # a boot attempt may hold the lock for a moment: 409, then retry
-            resp = await client.post(f"/v1/{kind}", json=body, headers={"Authorization": "Bearer agent-token"})
+            resp = await client.post(
+                f"/v1/{kind}", json=body, headers={"Authorization": "Bearer agent-token"}
+            )
             if resp.status != 409:
                 break
         assert resp.status in (200, 202)

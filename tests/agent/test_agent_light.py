@@ -23,7 +23,9 @@ print(json.dumps({"heavy": heavy, "app_s": app_s}))
 
 
 def test_no_torch_or_transformers() -> None:
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60, check=True
+    )
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert "torch" not in report["heavy"] and "transformers" not in report["heavy"], report
     assert report["app_s"] < 5, report

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from hotswap_agent.settings import SettingsError, load_settings
 
 
@@ -13,7 +12,10 @@ from hotswap_agent.settings import SettingsError, load_settings
 def tokens(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "t").write_text("secret-1\n")
     (tmp_path / "a").write_text("secret-2")
-    return {"HOTSWAP_AGENT_TOKEN_FILE": str(tmp_path / "t"), "HOTSWAP_AGENT_SERVER_ADMIN_TOKEN_FILE": str(tmp_path / "a")}
+    return {
+        "HOTSWAP_AGENT_TOKEN_FILE": str(tmp_path / "t"),
+        "HOTSWAP_AGENT_SERVER_ADMIN_TOKEN_FILE": str(tmp_path / "a"),
+    }
 
 
 def test_defaults(tokens: dict[str, str]) -> None:
@@ -57,7 +59,9 @@ def test_env_and_flag_precedence(tokens: dict[str, str], tmp_path: Path) -> None
         ({"HOTSWAP_AGENT_TOKEN_FILE": "/nonexistent/token"}, [], "HOTSWAP_AGENT_TOKEN_FILE"),
     ],
 )
-def test_errors_name_the_setting(tokens: dict[str, str], env: dict[str, str], argv: list[str], named: str) -> None:
+def test_errors_name_the_setting(
+    tokens: dict[str, str], env: dict[str, str], argv: list[str], named: str
+) -> None:
     with pytest.raises(SettingsError, match=named):
         load_settings(argv, environ={**tokens, **env})
 

@@ -8,8 +8,7 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
-from agent_fakes import AUTH, FakeServer, write_model
-from conftest import ClientFactory, run_op, status_of
+from agent_fakes import AUTH, ClientFactory, FakeServer, run_op, status_of, write_model
 from hotswap_server.digest import folder_digest
 
 
@@ -37,13 +36,17 @@ async def test_stage_folder(agent_client: ClientFactory, sources_root: Path, mod
 
 
 @pytest.mark.parametrize("suffix", [".tar.gz", ".tar", ".tgz"])
-async def test_stage_tarball(agent_client: ClientFactory, sources_root: Path, models_root: Path, suffix: str) -> None:
+async def test_stage_tarball(
+    agent_client: ClientFactory, sources_root: Path, models_root: Path, suffix: str
+) -> None:
     src = write_model(sources_root / "v2", "two")
     archive = sources_root / f"v2{suffix}"
     with tarfile.open(archive, "w:gz" if "gz" in suffix else "w") as tar:
         tar.add(src, arcname="v2")
     client = await agent_client()
-    op = await run_op(client, "stage", {"version": "v2", "uri": archive.as_uri(), "sha256": folder_digest(src)})
+    op = await run_op(
+        client, "stage", {"version": "v2", "uri": archive.as_uri(), "sha256": folder_digest(src)}
+    )
     assert op["state"] == "succeeded", op
     assert op["progress"]["bytesTotal"] == archive.stat().st_size
     assert folder_digest(models_root / "v2") == folder_digest(src)
@@ -62,11 +65,15 @@ async def test_digest_pinned_and_mismatched(
     status = await status_of(client)
     assert status["lastError"]["type"] == "digest_mismatch" and status["lastError"]["operationId"] == op["id"]
     # the same request again is a new attempt, not the cached failure; with the right pin it works
-    op = await run_op(client, "stage", {"version": "v1", "uri": src.as_uri(), "sha256": folder_digest(src).upper()})
+    op = await run_op(
+        client, "stage", {"version": "v1", "uri": src.as_uri(), "sha256": folder_digest(src).upper()}
+    )
     assert op["state"] == "succeeded" and visible(models_root) == ["v1"]
 
 
-async def test_stage_is_idempotent(agent_client: ClientFactory, sources_root: Path, models_root: Path) -> None:
+async def test_stage_is_idempotent(
+    agent_client: ClientFactory, sources_root: Path, models_root: Path
+) -> None:
     src = write_model(sources_root / "v1", "one")
     client = await agent_client()
     body = {"version": "v1", "uri": src.as_uri()}
@@ -85,7 +92,9 @@ async def test_version_ids_name_one_content(agent_client: ClientFactory, sources
     one, other = write_model(sources_root / "a", "one"), write_model(sources_root / "b", "other")
     client = await agent_client()
     assert (await run_op(client, "stage", {"version": "v1", "uri": one.as_uri()}))["state"] == "succeeded"
-    op = await run_op(client, "stage", {"version": "v1", "uri": other.as_uri(), "sha256": folder_digest(other)})
+    op = await run_op(
+        client, "stage", {"version": "v1", "uri": other.as_uri(), "sha256": folder_digest(other)}
+    )
     assert (op["state"], op["errorType"]) == ("failed", "version_conflict")
 
 
@@ -94,7 +103,9 @@ async def test_bad_version_ids_are_refused(
     agent_client: ClientFactory, sources_root: Path, models_root: Path, version: object
 ) -> None:
     client = await agent_client()
-    resp = await client.post("/v1/stage", json={"version": version, "uri": sources_root.as_uri()}, headers=AUTH)
+    resp = await client.post(
+        "/v1/stage", json={"version": version, "uri": sources_root.as_uri()}, headers=AUTH
+    )
     assert resp.status == 422 and (await resp.json())["error_type"] == "invalid_version"
     assert list(models_root.iterdir()) == [models_root / ".hotswap"]
 
@@ -114,7 +125,9 @@ async def test_bad_bodies(agent_client: ClientFactory, sources_root: Path) -> No
         assert set(await resp.json()) == {"error", "error_type"}
 
 
-async def test_allow_list_refusals(agent_client: ClientFactory, sources_root: Path, models_root: Path) -> None:
+async def test_allow_list_refusals(
+    agent_client: ClientFactory, sources_root: Path, models_root: Path
+) -> None:
     client = await agent_client()
     write_model(sources_root / "v1", "one")
     refused = [

@@ -11,9 +11,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from agent_fakes import make_hub_app, write_model
+from agent_fakes import ClientFactory, make_hub_app, run_op, write_model
 from aiohttp import web
-from conftest import ClientFactory, run_op
 from hotswap_server.digest import folder_digest
 
 
@@ -30,7 +29,9 @@ async def hub(sources_root: Path) -> AsyncIterator[str]:
 async def test_snapshot(agent_client: ClientFactory, hub: str, sources_root: Path, models_root: Path) -> None:
     client = await agent_client("--hf-endpoint", hub, allow=("hf://acme/",))
     expected = folder_digest(sources_root / "hub" / "reranker")
-    op = await run_op(client, "stage", {"version": "v1", "uri": "hf://acme/reranker@main", "sha256": expected})
+    op = await run_op(
+        client, "stage", {"version": "v1", "uri": "hf://acme/reranker@main", "sha256": expected}
+    )
     assert op["state"] == "succeeded", op
     assert op["progress"]["bytesTotal"] == op["progress"]["bytesDone"] == op["result"]["bytes"]
     assert not (models_root / "v1" / ".cache").exists()

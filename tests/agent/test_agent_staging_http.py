@@ -10,12 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from agent_fakes import write_model
+from agent_fakes import ClientFactory, run_op, write_model
 from aiohttp import web
-from conftest import ClientFactory, run_op
-from hotswap_server.digest import folder_digest
-
 from hotswap_agent.manifest import build_manifest
+from hotswap_server.digest import folder_digest
 
 
 @dataclass
@@ -67,7 +65,9 @@ def digest_without_manifest(folder: Path, tmp: Path) -> str:
     return folder_digest(copy)
 
 
-async def test_tarball(agent_client: ClientFactory, http_source: HttpSource, models_root: Path, tmp_path: Path) -> None:
+async def test_tarball(
+    agent_client: ClientFactory, http_source: HttpSource, models_root: Path, tmp_path: Path
+) -> None:
     client = await agent_client(allow=(http_source.base + "/models/",))
     expected = digest_without_manifest(http_source.www / "v1", tmp_path)
     op = await run_op(client, "stage", {"version": "v1", "uri": f"{http_source.base}/models/v1.tar.gz",
@@ -86,11 +86,17 @@ async def test_folder_with_manifest(
     op = await run_op(client, "stage", {"version": "v1", "uri": f"{http_source.base}/models/v1/"})
     assert op["state"] == "succeeded", op
     assert op["result"]["digest"] == expected
-    assert sorted(p.name for p in (models_root / "v1").iterdir()) == ["config.json", "model.safetensors", "tokenizer"]
+    assert sorted(p.name for p in (models_root / "v1").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "tokenizer",
+    ]
     assert op["progress"]["bytesDone"] == op["progress"]["bytesTotal"] > 200_000
 
 
-async def test_manifest_checks(agent_client: ClientFactory, http_source: HttpSource, models_root: Path) -> None:
+async def test_manifest_checks(
+    agent_client: ClientFactory, http_source: HttpSource, models_root: Path
+) -> None:
     client = await agent_client(allow=(http_source.base + "/models/",))
     manifest = http_source.www / "v1" / "manifest.json"
     listing = json.loads(manifest.read_text())

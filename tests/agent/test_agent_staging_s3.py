@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_fakes import write_model
-from conftest import ClientFactory, run_op
+from agent_fakes import ClientFactory, run_op, write_model
 from hotswap_server.digest import folder_digest
 
 BUCKET = "weights"
@@ -47,7 +46,9 @@ def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 def upload_folder(s3: Any, folder: Path, prefix: str) -> None:
     for p in sorted(folder.rglob("*")):
         if p.is_file():
-            s3.put_object(Bucket=BUCKET, Key=f"{prefix}{p.relative_to(folder).as_posix()}", Body=p.read_bytes())
+            s3.put_object(
+                Bucket=BUCKET, Key=f"{prefix}{p.relative_to(folder).as_posix()}", Body=p.read_bytes()
+            )
 
 
 async def test_folder_prefix(
@@ -94,4 +95,3 @@ async def test_missing_and_unsafe_keys(
     op = await run_op(client, "stage", {"version": "v1", "uri": f"s3://{BUCKET}/evil/"})
     assert (op["state"], op["errorType"]) == ("failed", "source_invalid")
     assert [p.name for p in models_root.iterdir()] == [".hotswap"]
-

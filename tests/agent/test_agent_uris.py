@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from hotswap_agent.errors import InvalidSource, SourceNotAllowed
 from hotswap_agent.uris import is_refused_address, parse_allow_prefix, parse_allowed_source, parse_source
 
@@ -93,7 +92,11 @@ def test_shapes() -> None:
     hf = parse_source("hf://BAAI/bge-reranker-v2-m3")
     assert (hf.authority, hf.location, hf.is_tarball) == ("BAAI/bge-reranker-v2-m3", "main", False)
     http = parse_source("https://Mirror.example.com:8443/a/v2.tar")
-    assert (http.host, http.port, http.canonical) == ("mirror.example.com", 8443, "https://mirror.example.com:8443/a/v2.tar")
+    assert (http.host, http.port, http.canonical) == (
+        "mirror.example.com",
+        8443,
+        "https://mirror.example.com:8443/a/v2.tar",
+    )
 
 
 @pytest.mark.parametrize(
