@@ -41,6 +41,7 @@ from .models import (
     parse_status,
 )
 from .observed import PodView
+from .patches import merge_patch
 from .planner import Action, EventSpec, Kind, Outcome, PlanInput, plan, record
 from .selectors import matches, to_query
 from .timeutil import iso, now
@@ -425,22 +426,3 @@ class Reconciler:
             generation=obj.get("metadata", {}).get("generation"),
         )
         await self.write_status(obj.get("status") or {}, status.model_copy(update={"conditions": conds}))
-
-
-def merge_patch(old: Any, new: Any) -> Any:
-    """The RFC 7386 merge patch that turns ``old`` into ``new`` (None when they are equal)."""
-    if not isinstance(old, dict) or not isinstance(new, dict):
-        return None if old == new else new
-    patch: dict[str, Any] = {}
-    for key in old.keys() - new.keys():
-        patch[key] = None
-    for key, value in new.items():
-        if key not in old:
-            patch[key] = value
-        elif isinstance(value, dict) and isinstance(old[key], dict):
-            sub = merge_patch(old[key], value)
-            if sub:
-                patch[key] = sub
-        elif old[key] != value:
-            patch[key] = value
-    return patch or None

@@ -1,0 +1,386 @@
+"""A fake pod: the agent API and a scoring data plane in one small process, no torch.
+
+It follows the agent contract (DESIGN.md, docs/agent.md) closely enough for the operator:
+operations run in the background and are polled through ``/v1/status``; one at a time (409);
+``stage`` computes the real manifest digest of a ``file://`` folder and refuses a mismatching
+``sha256``; a folder holding a ``BROKEN`` file fails ``preload`` like NaN weights would. A JSON
+*script* file, re-read on every operation, injects failures and delays for tests::
+
+    {"fail": [{"step": "verify", "version": "v3", "error": "document 1 ranked first, expected 0"}],
+     "delay": {"stage": 0.5, "preload": 0.2, "activate": 0.05}}
+
+The data plane answers ``POST /rerank`` and ``/v1/rerank`` with the ``X-Hotswap-Model-Version``
+header, ``/readyz`` 503 until a version is active, and ``/metrics`` with request counters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import json
+import logging
+import re
+import secrets
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .. import timeutil
+
+log = logging.getLogger("fakepod")
+VERSION_HEADER = "X-Hotswap-Model-Version"
+DEFAULT_DELAYS = {"stage": 0.15, "preload": 0.1, "activate": 0.02, "rollback": 0.02, "verify": 0.02}
+
+
+class OpError(Exception):
+    def __init__(self, message: str, error_type: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.error_type = error_type
+
+
+class FakePod:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.name: str = args.pod_name
+        self.token: str = Path(args.token_file).read_text().strip()
+        self.script_file: Path | None = Path(args.script) if args.script else None
+        self.boot_file: Path | None = Path(args.boot_file) if args.boot_file else None
+        self.allow: list[str] = args.allow or []
+        self.active: dict[str, Any] | None = None
+        self.previous: dict[str, Any] | None = None
+        self.staged: dict[str, Any] | None = None
+        self.on_disk: dict[str, dict[str, Any]] = {}
+        self.latest: dict[str, Any] | None = None
+        self.history: list[dict[str, Any]] = []
+        self.last_activation: dict[str, Any] | None = None
+        self.activations: list[dict[str, Any]] = []
+        self.requests: Counter[tuple[str, str]] = Counter()
+        self.started_at = timeutil.iso(timeutil.now())
+        self._task: asyncio.Task[None] | None = None
+
+    # -- scripting
+
+    def script(self) -> dict[str, Any]:
+        if self.script_file is None or not self.script_file.exists():
+            return {}
+        try:
+            return json.loads(self.script_file.read_text() or "{}")
+        except ValueError:
+            return {}
+
+    def scripted_failure(self, step: str, version: str | None) -> str | None:
+        for rule in self.script().get("fail", []):
+            if rule.get("step") != step:
+                continue
+            if rule.get("version") not in (None, version):
+                continue
+            if rule.get("pods") and self.name not in rule["pods"]:
+                continue
+            return str(rule.get("error", f"scripted {step} failure"))
+        return None
+
+    async def pause(self, kind: str) -> None:
+        delays = {**DEFAULT_DELAYS, **self.script().get("delay", {})}
+        await asyncio.sleep(float(delays.get(kind, 0.0)))
+
+    # -- operations
+
+    def submit(self, kind: str, version: str | None, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        running = self.latest if self.latest and self.latest["state"] == "running" else None
+        if running is not None:
+            if running["kind"] == kind and running["version"] == version:
+                return running, 202
+            raise web.HTTPConflict(
+                text=json.dumps(
+                    {
+                        "error": f"another operation is running: {running['kind']}",
+                        "error_type": "operation_in_progress",
+                    }
+                ),
+                content_type="application/json",
+            )
+        op = {
+            "id": secrets.token_hex(6),
+            "kind": kind,
+            "version": version,
+            "state": "running",
+            "error": None,
+            "errorType": None,
+            "result": None,
+            "startedAt": timeutil.iso(timeutil.now()),
+            "finishedAt": None,
+            "progress": {"bytesDone": 0, "bytesTotal": 0},
+        }
+        self.latest = op
+        self.history = [*self.history[-19:], op]
+        self._task = asyncio.create_task(self._run(op, body))
+        return op, 202
+
+    async def _run(self, op: dict[str, Any], body: dict[str, Any]) -> None:
+        try:
+            await self.pause(op["kind"])
+            failure = self.scripted_failure(op["kind"], op["version"])
+            if failure:
+                raise OpError(failure, f"scripted_{op['kind']}")
+            op["result"] = await getattr(self, f"_{op['kind']}")(op["version"], body)
+            op["state"] = "succeeded"
+        except OpError as exc:
+            op.update(state="failed", error=exc.message, errorType=exc.error_type)
+        except Exception as exc:  # a fake must never wedge: report it
+            log.exception("operation crashed")
+            op.update(state="failed", error=f"internal: {exc}", errorType="internal")
+        finally:
+            op["finishedAt"] = timeutil.iso(timeutil.now())
+
+    async def _stage(self, version: str, body: dict[str, Any]) -> dict[str, Any]:
+        uri: str = body["uri"]
+        if not any(uri.startswith(prefix) for prefix in self.allow):
+            raise OpError(f"{uri} is not allowed", "source_not_allowed")
+        if version in self.on_disk and (body.get("sha256") in (None, self.on_disk[version]["digest"])):
+            return {"version": version, "digest": self.on_disk[version]["digest"], "noop": True}
+        path = Path(uri.removeprefix("file://"))
+        if not uri.startswith("file://") or not path.is_dir():
+            raise OpError(f"source {uri} is not a folder", "source_unavailable")
+        from hotswap_server.digest import folder_digest  # stdlib-only module: no torch
+
+        digest = await asyncio.to_thread(folder_digest, path)
+        if body.get("sha256") and body["sha256"] != digest:
+            raise OpError(
+                f"digest mismatch: expected {body['sha256'][:12]}, got {digest[:12]}", "digest_mismatch"
+            )
+        self.on_disk[version] = {"version": version, "digest": digest, "path": str(path)}
+        return {"version": version, "digest": digest, "noop": False}
+
+    async def _preload(self, version: str, body: dict[str, Any]) -> dict[str, Any]:
+        disk = self.on_disk.get(version)
+        if disk is None:
+            raise OpError(f"{version} is not on disk: stage it first", "not_on_disk")
+        if self.active and self.active["version"] == version:
+            return {"version": version, "digest": disk["digest"], "noop": True}
+        if (Path(disk["path"]) / "BROKEN").exists():
+            raise OpError("invalid_model: weights are not finite (NaN in classifier.weight)", "invalid_model")
+        self.staged = {"version": version, "digest": disk["digest"]}
+        return {"version": version, "digest": disk["digest"], "noop": False}
+
+    def _swap_to(self, record: dict[str, Any], via: str) -> dict[str, Any]:
+        before = self.active["version"] if self.active else None
+        self.previous, self.active = self.active, record
+        at = timeutil.iso(timeutil.now())
+        self.last_activation = {
+            "version": record["version"],
+            "fromVersion": before,
+            "at": at,
+            "mode": "inplace",
+            "pauseMs": 1.0,
+            "via": via,
+        }
+        self.activations.append(self.last_activation)
+        return {
+            "version": record["version"],
+            "fromVersion": before,
+            "mode": "inplace",
+            "pauseMs": 1.0,
+            "via": via,
+        }
+
+    async def _activate(self, version: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self.active and self.active["version"] == version:
+            return {"version": version, "noop": True, "mode": "noop"}
+        if not self.staged or self.staged["version"] != version:
+            raise OpError(f"{version} is not preloaded", "not_staged")
+        record, self.staged = self.staged, None
+        return self._swap_to(record, "activate")
+
+    async def _rollback(self, version: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self.active and self.active["version"] == version:
+            return {"version": version, "noop": True, "via": "noop"}
+        if self.previous and self.previous["version"] == version:
+            return self._swap_to(self.previous, "rollback")
+        await self._preload(version, body)
+        record, self.staged = self.staged, None
+        assert record is not None
+        return self._swap_to(record, "preload+activate")
+
+    async def _verify(self, version: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        active = self.active["version"] if self.active else None
+        if version and active != version:
+            raise OpError(f"scored by version {active!r}, expected {version!r}", "verify_failed")
+        for case in body.get("canary") or []:
+            scores = [score(case["query"], doc) for doc in case["documents"]]
+            top = max(range(len(scores)), key=lambda i: scores[i])
+            if case.get("expectTop") is not None and top != case["expectTop"]:
+                raise OpError(f"document {top} ranked first, expected {case['expectTop']}", "verify_failed")
+        return {"version": active, "ok": True}
+
+    async def boot(self) -> None:
+        if self.boot_file is None or not self.boot_file.exists():
+            return
+        spec = json.loads(self.boot_file.read_text())
+        version, source = spec["version"], spec["source"]
+        op, _ = self.submit("boot", version, {})
+        self._task = None
+        try:
+            await self._stage(version, {"uri": source["uri"], "sha256": source.get("sha256")})
+            await self._preload(version, {})
+            await self._activate(version, {})
+            op["state"] = "succeeded"
+        except OpError as exc:
+            op.update(state="failed", error=exc.message, errorType=exc.error_type)
+        op["finishedAt"] = timeutil.iso(timeutil.now())
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pod": self.name,
+            "agent": {"startedAt": self.started_at, "fake": True},
+            "active": self.active,
+            "previous": self.previous,
+            "staged": self.staged,
+            "onDisk": [{"version": d["version"], "digest": d["digest"]} for d in self.on_disk.values()],
+            "operation": self.latest,
+            "history": self.history,
+            "lastActivation": self.last_activation,
+            "activations": self.activations,
+            "lastError": None,
+        }
+
+
+def score(query: str, doc: Any) -> float:
+    """A lexical stand-in for a cross-encoder: shared words, a little length penalty."""
+    text = doc["text"] if isinstance(doc, dict) else str(doc)
+    q, d = set(re.findall(r"\w+", query.lower())), re.findall(r"\w+", text.lower())
+    return (len(q & set(d)) + 0.5) / (1.0 + 0.01 * len(d))
+
+
+# ------------------------------------------------------------------------------------------- apps
+
+
+POD = web.AppKey("pod", FakePod)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def agent_app(pod: FakePod) -> web.Application:
+    @web.middleware
+    async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path in ("/healthz", "/metrics"):
+            return await handler(request)
+        supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(supplied.encode(), pod.token.encode()):
+            return web.json_response(
+                {"error": "missing or wrong bearer token", "error_type": "unauthorized"}, status=401
+            )
+        return await handler(request)
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(pod.status())
+
+    def operation(kind: str) -> Any:
+        async def handler(request: web.Request) -> web.Response:
+            body = await request.json()
+            version = body.get("version") if kind != "verify" else body.get("expectVersion")
+            op, code = pod.submit(kind, version, body)
+            return web.json_response({"operation": op}, status=code)
+
+        return handler
+
+    app = web.Application(middlewares=[auth])
+    app[POD] = pod
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/v1/status", status)
+    for kind in ("stage", "preload", "activate", "rollback", "verify"):
+        app.router.add_post(f"/v1/{kind}", operation(kind))
+    return app
+
+
+def data_app(pod: FakePod) -> web.Application:
+    async def rerank(request: web.Request) -> web.Response:
+        route = request.path
+        if pod.active is None:
+            pod.requests[(route, "503")] += 1
+            return web.json_response({"error": "no model active", "error_type": "not_ready"}, status=503)
+        version = pod.active["version"]
+        body = await request.json()
+        docs = body.get("texts") or body.get("documents") or []
+        scores = [score(body.get("query", ""), d) for d in docs]
+        pod.requests[(route, "200")] += 1
+        headers = {VERSION_HEADER: version}
+        if route == "/rerank":
+            ranked = sorted(
+                ({"index": i, "score": s} for i, s in enumerate(scores)), key=lambda r: -r["score"]
+            )
+            return web.json_response(ranked, headers=headers)
+        results = sorted(
+            ({"index": i, "relevance_score": s} for i, s in enumerate(scores)),
+            key=lambda r: -r["relevance_score"],
+        )
+        return web.json_response(
+            {"id": secrets.token_hex(8), "model": version, "results": results}, headers=headers
+        )
+
+    async def readyz(request: web.Request) -> web.Response:
+        ok = pod.active is not None
+        return web.json_response({"ready": ok}, status=200 if ok else 503)
+
+    async def info(request: web.Request) -> web.Response:
+        return web.json_response({"version": pod.active and pod.active["version"]})
+
+    async def metrics(request: web.Request) -> web.Response:
+        lines = ["# TYPE hotswap_requests_total counter"]
+        for (route, code), n in sorted(pod.requests.items()):
+            lines.append(f'hotswap_requests_total{{route="{route}",status="{code}"}} {float(n)}')
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    app = web.Application()
+    for path in ("/rerank", "/v1/rerank", "/v2/rerank"):
+        app.router.add_post(path, rerank)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/info", info)
+    return app
+
+
+async def serve(args: argparse.Namespace) -> None:
+    pod = FakePod(args)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runners = []
+    for app, port in ((agent_app(pod), args.port), (data_app(pod), args.data_port)):
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, args.host, port).start()
+        runners.append(runner)
+    started = time.monotonic()
+    await pod.boot()
+    log.info("fake pod %s up on %s in %.2fs", pod.name, args.host, time.monotonic() - started)
+    await stop.wait()
+    for runner in runners:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m hotswap_operator.localcluster.fakepod")
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--port", type=int, default=9090, help="agent API port")
+    parser.add_argument("--data-port", type=int, default=8080, help="data plane port")
+    parser.add_argument("--token-file", required=True)
+    parser.add_argument("--pod-name", required=True)
+    parser.add_argument("--boot-file")
+    parser.add_argument("--script")
+    parser.add_argument("--allow", action="append")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()
