@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 ENV_PREFIX = "HOTSWAP_AGENT_"
+MIN_TOKEN_LENGTH = 16
 
 T = TypeVar("T")
 
@@ -176,8 +177,8 @@ def _secret_file(value: str) -> str:
         secret = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ValueError(f"cannot read {value}: {exc.strerror}") from None
-    if not secret:
-        raise ValueError(f"{value} is empty")
+    if len(secret) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"{value}: a token must be at least {MIN_TOKEN_LENGTH} characters")
     return secret
 
 

@@ -18,8 +18,8 @@ from typing import Any
 from aiohttp import web
 from hotswap_server.digest import folder_digest
 
-ADMIN_TOKEN = "admin-token"
-AGENT_TOKEN = "agent-token"
+ADMIN_TOKEN = "admin-token-0123456789"
+AGENT_TOKEN = "agent-token-0123456789"
 AUTH = {"Authorization": f"Bearer {AGENT_TOKEN}"}
 
 

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from agent_fakes import AUTH, ClientFactory, FakeServer, run_op, status_of, wait_for, write_model
+from agent_fakes import AGENT_TOKEN, AUTH, ClientFactory, FakeServer, run_op, status_of, wait_for, write_model
 from aiohttp.test_utils import TestClient
 from hotswap_agent.app import AGENT
 from hotswap_server.digest import folder_digest
@@ -39,8 +39,9 @@ async def test_health_and_metrics_need_no_token(agent_client: ClientFactory) -> 
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "agent-token"}, {"Authorization": "Basic agent-token"},
-     {"Authorization": "Bearer agent-token-and-more"}],
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": AGENT_TOKEN}, {"Authorization": f"Basic {AGENT_TOKEN}"},
+     {"Authorization": f"Bearer {AGENT_TOKEN}-and-more"}, {"Authorization": f"Bearer {AGENT_TOKEN[:-1]}"},
+     {"X-Token": AGENT_TOKEN}],
 )  # fmt: skip
 async def test_auth_refuses_and_changes_nothing(
     agent_client: ClientFactory, sources_root: Path, models_root: Path, fake_server: FakeServer, headers: dict

@@ -10,8 +10,8 @@ from hotswap_agent.settings import SettingsError, load_settings
 
 @pytest.fixture
 def tokens(tmp_path: Path) -> dict[str, str]:
-    (tmp_path / "t").write_text("secret-1\n")
-    (tmp_path / "a").write_text("secret-2")
+    (tmp_path / "t").write_text("secret-1-0123456789\n")
+    (tmp_path / "a").write_text("secret-2-0123456789")
     return {
         "HOTSWAP_AGENT_TOKEN_FILE": str(tmp_path / "t"),
         "HOTSWAP_AGENT_SERVER_ADMIN_TOKEN_FILE": str(tmp_path / "a"),
@@ -22,7 +22,7 @@ def test_defaults(tokens: dict[str, str]) -> None:
     s = load_settings([], environ={**tokens, "POD_NAME": "rr-0"})
     assert (s.host, s.port, s.keep, s.models_root) == ("0.0.0.0", 9090, 3, Path("/models"))
     assert (s.server_url, s.server_admin_url) == ("http://127.0.0.1:8080", "http://127.0.0.1:8081")
-    assert s.token == "secret-1" and s.server_admin_token == "secret-2"
+    assert s.token == "secret-1-0123456789" and s.server_admin_token == "secret-2-0123456789"
     assert s.pod_name == "rr-0" and s.allow == () and s.boot_file is None
     assert "secret" not in repr(s)
 
@@ -70,7 +70,7 @@ def test_token_files_are_required(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="--token-file / HOTSWAP_AGENT_TOKEN_FILE is required"):
         load_settings([], environ={})
     (tmp_path / "empty").write_text("  \n")
-    with pytest.raises(SettingsError, match="is empty"):
+    with pytest.raises(SettingsError, match=r"--token-file: .* at least 16 characters"):
         load_settings(["--token-file", str(tmp_path / "empty")], environ={})
 
 

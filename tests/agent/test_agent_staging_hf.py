@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from agent_fakes import ClientFactory, make_hub_app, run_op, write_model
+from agent_fakes import AUTH, ClientFactory, make_hub_app, run_op, write_model
 from aiohttp import web
 from hotswap_server.digest import folder_digest
 
@@ -43,6 +43,6 @@ async def test_missing_repo_and_refusals(agent_client: ClientFactory, hub: str, 
     op = await run_op(client, "stage", {"version": "v1", "uri": "hf://acme/nothing@main"})
     assert (op["state"], op["errorType"]) == ("failed", "source_unavailable")
     resp = await client.post("/v1/stage", json={"version": "v1", "uri": "hf://other/reranker@main"},
-                             headers={"Authorization": "Bearer agent-token"})  # fmt: skip
+                             headers=AUTH)  # fmt: skip
     assert resp.status == 403
     assert [p.name for p in models_root.iterdir()] == [".hotswap"]
