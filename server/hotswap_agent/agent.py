@@ -57,6 +57,8 @@ class Agent:
         self.ops = OperationManager()
         self.ops.listeners.append(self._on_finished)
         self.metrics = AgentMetrics()
+        self.metrics.operation_running.set_function(lambda: 1.0 if self.ops.running else 0.0)
+        self.metrics.versions_on_disk.set_function(lambda: float(len(self.volume.versions())))
         self.started_at = utcnow()
         self.last_error: dict[str, Any] | None = None
         self.last_activation: dict[str, Any] | None = None
@@ -155,7 +157,6 @@ class Agent:
 
     # --- operation bodies ---------------------------------------------------------------------
     async def run_stage(self, op: Operation, req: StageRequest) -> dict[str, Any]:
-        self.metrics.operation_running.set(1)
         done_before = op.progress.bytes_done
         result = await self.stager.stage(req.version, req.source, req.sha256, op.progress)
         if not result.noop:
@@ -174,11 +175,9 @@ class Agent:
         removed: list[str] = await self._blocking(
             lambda: self.stager.prune(self.settings.keep, {v for v in protected if v})
         )
-        self.metrics.versions_on_disk.set(len(self.volume.versions()))
         return removed
 
     async def run_preload(self, op: Operation, version: str) -> dict[str, Any]:
-        self.metrics.operation_running.set(1)
         if not self.volume.exists(version):
             raise NotOnDisk(f"{version} is not on disk: stage it first")
         op.progress.step = "checking"
@@ -204,7 +203,6 @@ class Agent:
         }
 
     async def run_activate(self, op: Operation, version: str) -> dict[str, Any]:
-        self.metrics.operation_running.set(1)
         op.progress.step = "checking"
         state = await self.server_state()
         active, staged = version_of(state, "active"), version_of(state, "staged")
@@ -238,7 +236,6 @@ class Agent:
         }
 
     async def run_rollback(self, op: Operation, version: str) -> dict[str, Any]:
-        self.metrics.operation_running.set(1)
         op.progress.step = "checking"
         state = await self.server_state()
         active, previous = version_of(state, "active"), version_of(state, "previous")
@@ -290,7 +287,6 @@ class Agent:
             reachable = False
         state = self.server_state_cache
         on_disk = await self._blocking(self.volume.list_info)
-        self.metrics.versions_on_disk.set(len(on_disk))
         latest = self.ops.latest
         return {
             "pod": self.settings.pod_name,

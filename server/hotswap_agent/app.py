@@ -154,7 +154,6 @@ async def agent_context(app: web.Application) -> AsyncIterator[None]:
         if removed:
             log.info("removed leftovers of an interrupted run: %s", ", ".join(removed))
         await asyncio.to_thread(agent.volume.record_missing_digests)
-        agent.metrics.versions_on_disk.set(len(agent.volume.versions()))
         app[AGENT] = agent
         boot_task = None
         if settings.boot_file is not None:

@@ -45,7 +45,6 @@ class AgentMetrics:
     def finished(self, op: Operation, seconds: float) -> None:
         self.operations.labels(op.kind, op.state).inc()
         self.operation_seconds.labels(op.kind).observe(seconds)
-        self.operation_running.set(0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -211,8 +211,11 @@ class ModelsVolume:
             for meta in self.meta_dir.iterdir():
                 stem = meta.name.removesuffix(".json")
                 if meta.name.startswith(".") or stem not in present:
-                    with contextlib.suppress(FileNotFoundError):
-                        meta.unlink()
+                    if meta.is_dir() and not meta.is_symlink():
+                        shutil.rmtree(meta, ignore_errors=True)
+                    else:
+                        with contextlib.suppress(FileNotFoundError):
+                            meta.unlink()
                     removed.append(f"{META_DIR}/{meta.name}")
         return removed
 

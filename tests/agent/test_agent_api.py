@@ -95,6 +95,11 @@ async def test_full_cycle_and_status_shape(
     assert status["lastActivation"]["version"] == "v2" and status["lastActivation"]["fromVersion"] == "v1"
     kinds = [(h["kind"], h["version"]) for h in status["history"]]
     assert kinds[-3:] == [("preload", "v2"), ("activate", "v2"), ("verify", "v2")]
+    metrics = await (await client.get("/metrics")).text()
+    assert 'hotswap_agent_operations_total{kind="activate",result="succeeded"} 2.0' in metrics
+    assert (
+        "hotswap_agent_versions_on_disk 2.0" in metrics and "hotswap_agent_operation_running 0.0" in metrics
+    )
     times = [(h["startedAt"], h["finishedAt"]) for h in status["history"]]
     assert all(a <= b for a, b in times) and [t[0] for t in times] == sorted(t[0] for t in times)
 
