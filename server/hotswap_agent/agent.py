@@ -112,7 +112,10 @@ class Agent:
 
     async def request_preload(self, version: str) -> tuple[Operation, bool]:
         async def still_valid(op: Operation) -> bool:
-            state = await self.server_state()
+            try:
+                state = await self.server_state()
+            except AgentError:
+                return False  # a new attempt will say why
             return version in (version_of(state, "staged"), version_of(state, "active"))
 
         self._require_on_disk(version)
