@@ -9,9 +9,7 @@ file. ``hf://`` is always a repository snapshot.
 - ``s3://bucket/prefix/``: s3fs (fsspec). Credentials come from the usual AWS variables or the pod's
   identity; the endpoint from ``--s3-endpoint-url`` / ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``.
   A folder is every object under the prefix.
-- ``http(s)://``: aiohttp. A folder URI serves ``<folder>/manifest.json`` (see ``manifest.py``) and
-  each file at ``<folder>/<path>``. Redirects are followed only to the same scheme, host and port and
-  only inside the allow-list; link-local and metadata addresses are refused, literal or resolved.
+- ``http(s)://``: aiohttp, in ``http_source.py``.
 - ``hf://org/name@revision``: ``huggingface_hub.snapshot_download`` against ``--hf-endpoint``
   (``HF_ENDPOINT``), token from ``HF_TOKEN``.
 
@@ -20,70 +18,23 @@ Blocking work runs in threads; ``Progress.cancel`` stops it between chunks.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import errno
-import hashlib
-import json
 import logging
 import os
 import shutil
-import socket
 import threading
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import quote
+from typing import Any
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
-from yarl import URL
-
-from hotswap_agent.archive import CHUNK, Cancelled, safe_relpath, write_file
-from hotswap_agent.errors import (
-    AgentError,
-    DiskFull,
-    InvalidSource,
-    SourceInvalid,
-    SourceNotAllowed,
-    SourceUnavailable,
-)
-from hotswap_agent.manifest import MANIFEST_NAME, parse_manifest
+from hotswap_agent.archive import Cancelled, safe_relpath, write_file
+from hotswap_agent.errors import AgentError, InvalidSource, SourceInvalid, SourceUnavailable
+from hotswap_agent.http_source import HttpFetcher
 from hotswap_agent.progress import Progress
 from hotswap_agent.settings import Settings
-from hotswap_agent.uris import SourceUri, check_allowed, check_host, is_refused_address, parse_source
+from hotswap_agent.transfer import describe, disk_error, ensure_space, run_blocking
+from hotswap_agent.uris import SourceUri, check_allowed, parse_source
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-SPACE_MARGIN = 64 << 20
-MAX_REDIRECTS = 5
-MAX_MANIFEST_BYTES = 16 << 20
-
-
-def ensure_space(folder: Path, needed: int) -> None:
-    free = shutil.disk_usage(folder).free
-    if needed + SPACE_MARGIN > free:
-        raise DiskFull(f"not enough space on the models volume: need {needed} bytes, {free} free")
-
-
-def disk_error(exc: OSError) -> AgentError | None:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFull("no space left on the models volume")
-    return None
-
-
-async def run_blocking(fn: Callable[[], T], progress: Progress) -> T:
-    """Run ``fn`` in a thread; on cancellation, flag it and wait for the thread to stop."""
-    task = asyncio.ensure_future(asyncio.to_thread(fn))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        progress.cancel.set()
-        with contextlib.suppress(BaseException):
-            await task
-        raise
 
 
 class Sources:
@@ -218,15 +169,9 @@ def fetch_s3(settings: Settings, source: SourceUri, dest: Path, progress: Progre
         local = disk_error(exc)
         if local is not None:
             raise local from None
-        raise SourceUnavailable(f"s3 source {source.canonical}: {_describe(exc)}") from None
+        raise SourceUnavailable(f"s3 source {source.canonical}: {describe(exc)}") from None
     except Exception as exc:  # botocore and aiobotocore raise their own hierarchies
-        raise SourceUnavailable(f"s3 source {source.canonical}: {_describe(exc)}") from None
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    name = type(exc).__name__
-    return f"{name}: {text[:300]}" if text else name
+        raise SourceUnavailable(f"s3 source {source.canonical}: {describe(exc)}") from None
 
 
 # --- hf:// -----------------------------------------------------------------------------------------
@@ -278,9 +223,9 @@ def fetch_hf(settings: Settings, source: SourceUri, dest: Path, progress: Progre
         local = disk_error(exc)
         if local is not None:
             raise local from None
-        raise SourceUnavailable(f"hf source {source.canonical}: {_describe(exc)}") from None
+        raise SourceUnavailable(f"hf source {source.canonical}: {describe(exc)}") from None
     except Exception as exc:  # huggingface_hub's HTTP and repository errors
-        raise SourceUnavailable(f"hf source {source.canonical}: {_describe(exc)}") from None
+        raise SourceUnavailable(f"hf source {source.canonical}: {describe(exc)}") from None
     finally:
         stop.set()
         if watcher.is_alive():
@@ -302,147 +247,3 @@ def _tree_size(root: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(dirpath, name)).st_size
     return total
-
-
-# --- http(s):// ------------------------------------------------------------------------------------
-class SafeResolver(AbstractResolver):
-    """Resolves through aiohttp's default resolver and drops link-local and metadata addresses."""
-
-    def __init__(self) -> None:
-        self.inner = DefaultResolver()
-        self.refused: str | None = None
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self.inner.resolve(host, port, family)
-        kept = [r for r in results if not is_refused_address(r["host"])]
-        if not kept:
-            self.refused = f"refused address: {host} resolves to a link-local or metadata address"
-            raise OSError(errno.EACCES, self.refused)
-        return kept
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-
-class HttpFetcher:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    @contextlib.asynccontextmanager
-    async def _session(self) -> AsyncIterator[tuple[aiohttp.ClientSession, SafeResolver]]:
-        resolver = SafeResolver()
-        connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False, limit=4)
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=15, sock_read=self.settings.source_read_timeout_s
-        )
-        headers = {"Accept-Encoding": "identity", "User-Agent": "hotswap-agent"}
-        async with aiohttp.ClientSession(
-            connector=connector, timeout=timeout, auto_decompress=False, trust_env=False, headers=headers
-        ) as session:
-            yield session, resolver
-
-    @contextlib.asynccontextmanager
-    async def _get(
-        self, session: aiohttp.ClientSession, resolver: SafeResolver, source: SourceUri, url: URL
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """GET ``url``, following redirects only to the source's own origin and allow-list."""
-        origin = (source.scheme, source.host, source.port)
-        shown = str(url.with_query(None))
-        for _ in range(MAX_REDIRECTS + 1):
-            try:
-                resp = await session.get(url, allow_redirects=False)
-            except aiohttp.ClientError as exc:
-                if resolver.refused:
-                    raise SourceNotAllowed(resolver.refused) from None
-                raise SourceUnavailable(f"GET {shown}: {_describe(exc)}") from None
-            except TimeoutError:
-                raise SourceUnavailable(f"GET {shown}: timed out") from None
-            if resp.status in (301, 302, 303, 307, 308):
-                location = resp.headers.get("Location", "")
-                resp.release()
-                target = url.join(URL(location))
-                hop = parse_source(str(target))
-                if (hop.scheme, hop.host, hop.port) != origin:
-                    raise SourceNotAllowed(
-                        f"redirect from {shown} to another host ({hop.scheme}://{hop.authority}) refused"
-                    )
-                check_allowed(hop, self.settings.allow)
-                url, shown = target, str(target.with_query(None))
-                continue
-            try:
-                if resp.status != 200:
-                    raise SourceUnavailable(f"GET {shown} answered {resp.status} {resp.reason or ''}".strip())
-                yield resp
-            finally:
-                resp.release()
-            return
-        raise SourceUnavailable(f"GET {shown}: more than {MAX_REDIRECTS} redirects")
-
-    async def _stream_to(
-        self, resp: aiohttp.ClientResponse, path: Path, progress: Progress, *, shown: str
-    ) -> tuple[int, str]:
-        h = hashlib.sha256()
-        size = 0
-        path.parent.mkdir(parents=True, exist_ok=True)
-        f = await asyncio.to_thread(open, path, "xb")
-        try:
-            try:
-                async for chunk in resp.content.iter_chunked(CHUNK):
-                    if progress.cancel.is_set():
-                        raise Cancelled("cancelled")
-                    await asyncio.to_thread(f.write, chunk)
-                    h.update(chunk)
-                    size += len(chunk)
-                    progress.add(len(chunk))
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise SourceUnavailable(f"GET {shown}: download interrupted: {_describe(exc)}") from None
-            await asyncio.to_thread(f.flush)
-            await asyncio.to_thread(os.fsync, f.fileno())
-        finally:
-            f.close()
-        return size, h.hexdigest()
-
-    async def fetch_archive(self, source: SourceUri, path: Path, progress: Progress) -> None:
-        check_host(source.host)
-        url = URL(source.raw)
-        async with self._session() as (session, resolver), self._get(session, resolver, source, url) as resp:
-            if resp.content_length is not None:
-                progress.expect(resp.content_length)
-                ensure_space(path.parent, resp.content_length * 2)
-            shown = str(url.with_query(None))
-            size, _ = await self._stream_to(resp, path, progress, shown=shown)
-            if resp.content_length is not None and size != resp.content_length:
-                raise SourceUnavailable(f"GET {shown}: got {size} of {resp.content_length} bytes")
-
-    async def fetch_folder(self, source: SourceUri, dest: Path, progress: Progress) -> None:
-        check_host(source.host)
-        if URL(source.raw).query_string:
-            raise InvalidSource("an http folder uri takes no query string")
-        base = str(URL(source.raw)).rstrip("/") + "/"
-        async with self._session() as (session, resolver):
-            manifest_url = URL(base + MANIFEST_NAME, encoded=True)
-            async with self._get(session, resolver, source, manifest_url) as resp:
-                if resp.content_length is not None and resp.content_length > MAX_MANIFEST_BYTES:
-                    raise SourceInvalid(f"{MANIFEST_NAME} is larger than {MAX_MANIFEST_BYTES} bytes")
-                raw = await resp.content.read(MAX_MANIFEST_BYTES + 1)
-            if len(raw) > MAX_MANIFEST_BYTES:
-                raise SourceInvalid(f"{MANIFEST_NAME} is larger than {MAX_MANIFEST_BYTES} bytes")
-            try:
-                entries = parse_manifest(json.loads(raw.decode("utf-8")))
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise SourceInvalid(f"{base}{MANIFEST_NAME}: {exc}") from None
-            sizes = [e.size for e in entries]
-            if all(s is not None for s in sizes):
-                total = sum(s for s in sizes if s is not None)
-                progress.expect(total)
-                ensure_space(dest, total)
-            for entry in entries:
-                file_url = URL(base + quote(entry.path, safe="/"), encoded=True)
-                async with self._get(session, resolver, source, file_url) as resp:
-                    size, sha = await self._stream_to(resp, dest / entry.path, progress, shown=str(file_url))
-                if entry.size is not None and size != entry.size:
-                    raise SourceInvalid(f"{entry.path}: {size} bytes, the manifest says {entry.size}")
-                if entry.sha256 is not None and sha != entry.sha256:
-                    raise SourceInvalid(f"{entry.path}: sha256 {sha}, the manifest says {entry.sha256}")

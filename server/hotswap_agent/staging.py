@@ -23,7 +23,8 @@ from hotswap_server.digest import DigestError, folder_digest, folder_size
 from hotswap_agent.archive import extract_tarball, remove_tree
 from hotswap_agent.errors import DigestMismatch, SourceInvalid, SourceUnavailable, VersionConflict
 from hotswap_agent.progress import Progress
-from hotswap_agent.sources import Sources, disk_error, run_blocking
+from hotswap_agent.sources import Sources
+from hotswap_agent.transfer import disk_error, run_blocking
 from hotswap_agent.uris import SourceUri
 from hotswap_agent.volume import ModelsVolume, utcnow
 

@@ -168,7 +168,7 @@ async def test_unreachable_source_and_disk_full(
     assert (op["state"], op["errorType"]) == ("failed", "source_unavailable")
     src = write_model(sources_root / "v1", "one")
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr("hotswap_agent.sources.shutil.disk_usage", lambda _p: usage(10**9, 10**9, 1000))
+    monkeypatch.setattr("hotswap_agent.transfer.shutil.disk_usage", lambda _p: usage(10**9, 10**9, 1000))
     op = await run_op(client, "stage", {"version": "v1", "uri": src.as_uri()})
     assert (op["state"], op["errorType"]) == ("failed", "disk_full")
     assert visible(models_root) == [] and leftovers(models_root) == []

@@ -146,7 +146,7 @@ async def test_name_resolving_to_link_local_is_refused(
         async def close(self) -> None:
             return None
 
-    monkeypatch.setattr("hotswap_agent.sources.DefaultResolver", MetadataDns)
+    monkeypatch.setattr("hotswap_agent.http_source.DefaultResolver", MetadataDns)
     client = await agent_client(allow=("http://weights.internal.test/",))
     op = await run_op(client, "stage", {"version": "v1", "uri": "http://weights.internal.test/v1.tar"})
     assert (op["state"], op["errorType"]) == ("failed", "source_not_allowed")
