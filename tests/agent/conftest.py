@@ -49,7 +49,9 @@ SettingsFactory = Callable[..., Settings]
 def make_settings(
     models_root: Path, sources_root: Path, token_files: tuple[Path, Path], fake_server: FakeServer
 ) -> SettingsFactory:
-    def make(*extra: str, allow: tuple[str, ...] | None = None) -> Settings:
+    def make(
+        *extra: str, allow: tuple[str, ...] | None = None, environ: dict[str, str] | None = None
+    ) -> Settings:
         argv = [
             "--token-file", str(token_files[0]),
             "--server-admin-token-file", str(token_files[1]),
@@ -62,15 +64,19 @@ def make_settings(
         ]  # fmt: skip
         for prefix in allow if allow is not None else (sources_root.as_uri() + "/",):
             argv += ["--allow", prefix]
-        return load_settings([*argv, *extra], environ={})
+        return load_settings([*argv, *extra], environ=environ or {})
 
     return make
 
 
 @pytest.fixture
 def agent_client(aiohttp_client: Any, make_settings: SettingsFactory) -> ClientFactory:
-    async def make(*extra: str, allow: tuple[str, ...] | None = None) -> TestClient:
-        client: TestClient = await aiohttp_client(create_app(make_settings(*extra, allow=allow)))
+    async def make(
+        *extra: str, allow: tuple[str, ...] | None = None, environ: dict[str, str] | None = None
+    ) -> TestClient:
+        client: TestClient = await aiohttp_client(
+            create_app(make_settings(*extra, allow=allow, environ=environ))
+        )
         return client
 
     return make

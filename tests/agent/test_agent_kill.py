@@ -88,7 +88,8 @@ async def test_kill_mid_download(
             async def downloading() -> bool:
                 op = (await get_status(session, first))["operation"]
                 assert op["state"] == "running", op
-                return op["progress"]["bytesDone"] > 0
+                progress = op["progress"]  # progress is visible while it downloads
+                return 0 < progress["bytesDone"] < progress["bytesTotal"] == server.archive.stat().st_size
 
             await wait_for(downloading, timeout_s=10)
             first.kill()

@@ -27,7 +27,7 @@ async def hub(sources_root: Path) -> AsyncIterator[str]:
 
 
 async def test_snapshot(agent_client: ClientFactory, hub: str, sources_root: Path, models_root: Path) -> None:
-    client = await agent_client("--hf-endpoint", hub, allow=("hf://acme/",))
+    client = await agent_client(allow=("hf://acme/",), environ={"HF_ENDPOINT": hub})  # as a mirror is set
     expected = folder_digest(sources_root / "hub" / "reranker")
     op = await run_op(
         client, "stage", {"version": "v1", "uri": "hf://acme/reranker@main", "sha256": expected}

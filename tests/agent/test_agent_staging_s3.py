@@ -57,7 +57,10 @@ async def test_folder_prefix(
     src = write_model(sources_root / "v1", "one", size=300_000)
     upload_folder(s3, src, "rerankers/v1/")
     s3.put_object(Bucket=BUCKET, Key="rerankers/v1-other/config.json", Body=b"not part of v1")
-    client = await agent_client("--s3-endpoint-url", s3_endpoint, allow=(f"s3://{BUCKET}/rerankers/",))
+    # the endpoint as S3-compatible stores are usually configured: AWS_ENDPOINT_URL
+    client = await agent_client(
+        allow=(f"s3://{BUCKET}/rerankers/",), environ={"AWS_ENDPOINT_URL": s3_endpoint}
+    )
     op = await run_op(client, "stage", {"version": "v1", "uri": f"s3://{BUCKET}/rerankers/v1",
                                         "sha256": folder_digest(src)})  # fmt: skip
     assert op["state"] == "succeeded", op
