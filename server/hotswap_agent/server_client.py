@@ -12,7 +12,7 @@ import aiohttp
 from hotswap_agent.errors import ServerRejected, ServerUnavailable
 
 VERSION_HEADER = "X-Hotswap-Model-Version"
-STATE_TIMEOUT_S = 5.0
+STATE_TIMEOUT_S = 3.0
 RERANK_TIMEOUT_S = 60.0
 BUSY = "operation_in_progress"
 
