@@ -34,11 +34,10 @@ QUERY = {"query": "what is a reranker?", "documents": ["A reranker scores query-
 
 
 def server_available() -> bool:
-    try:
-        import hotswap_server.cli  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """The real server and its test-model generator (the ``testmodels_dir`` fixture) are there."""
+    from importlib.util import find_spec
+
+    return all(find_spec(m) is not None for m in ("hotswap_server.cli", "hotswap_server.testmodels"))
 
 
 @dataclass
@@ -153,7 +152,7 @@ async def agent_status(session: aiohttp.ClientSession, agent: AgentProcess) -> d
         return body
 
 
-@pytest.mark.skipif(not server_available(), reason="hotswap_server.cli is not there yet")
+@pytest.mark.skipif(not server_available(), reason="hotswap_server.cli or .testmodels is not there yet")
 async def test_stage_preload_activate_verify_rollback_under_load(
     testmodels_dir: Path, tmp_path: Path
 ) -> None:
