@@ -14,9 +14,8 @@ from .models import GROUP, PLURAL, VERSION
 COMPONENT = "hotswap-operator"
 FIELD_MANAGER = COMPONENT
 
-# Annotation on a RerankerModel asking for a manual rollback to status.lastGood.
+# Annotation on a RerankerModel asking for a manual rollback ("true", or a version id from history).
 ROLLBACK_ANNOTATION = f"{GROUP}/rollback"
-ROLLBACK_VALUES = frozenset({"true", "last-good"})
 
 # The boot ConfigMap: the key the pods mount as their agent's boot file.
 BOOT_KEY = "boot.json"

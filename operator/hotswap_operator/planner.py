@@ -550,87 +550,119 @@ class _Planner:
         return None
 
     def _status(self) -> RerankerModelStatus:
-        r = self.rollout
-        gen = self.inp.generation
-        pods = [self.pod_status[p.name] for p in self.pods]
-        versions = {p.version for p in pods}
-        all_agree = (
-            bool(pods) and len(versions) == 1 and all(p.state is not PodState.UNREACHABLE for p in pods)
-        )
-        current = next(iter(versions)) if all_agree else None
-        on_target = sum(1 for p in pods if p.version == r.version)
-        good = self._good_version()
-        conds = list(self.inp.status.conditions)
-
-        def put(type_: str, status: bool, reason: str, message: str) -> None:
-            nonlocal conds
-            conds = cond.set_condition(conds, type_, status, reason, message, now=self.now, generation=gen)
-
-        failure = r.failure
-        failed_msg = (
-            f"{r.version} failed on pod {failure.pod or '-'} at step {failure.step}: {failure.reason}"
-            if failure
-            else ""
-        )
-        sick = [p for p in pods if p.state in (PodState.FAILED, PodState.UNREACHABLE) or p.retry_at]
-        settled = r.phase in (Phase.COMPLETE, Phase.ROLLED_BACK) and not self.converging and not self.actions
-        serving = r.version if r.phase is Phase.COMPLETE else good
-        if not pods:
-            put(cond.READY, False, "NoPods", "no running pod matches the selector")
-        elif settled and current is not None and current == serving:
-            reason = "RolloutComplete" if r.phase is Phase.COMPLETE else "RolledBack"
-            put(cond.READY, True, reason, f"all {len(pods)} pod(s) serve {current}")
-        elif r.phase is Phase.HOLDING:
-            put(cond.READY, False, "RolloutHeld", failed_msg)
-        else:
-            put(
-                cond.READY,
-                False,
-                "Progressing" if r.phase in ACTIVE_PHASES else "PodsNotSettled",
-                f"{on_target}/{len(pods)} pod(s) on {r.version}",
-            )
-
-        if r.phase in ACTIVE_PHASES:
-            what = f"{r.phase.value} {r.version}: {len(r.done)}/{len(pods)} pod(s) done"
-            put(cond.PROGRESSING, True, r.phase.value, what)
-        elif r.phase is Phase.ROLLING_BACK or self.converging:
-            put(
-                cond.PROGRESSING,
-                True,
-                "RollingBack" if r.phase is Phase.ROLLING_BACK else "Converging",
-                f"moving pods to {serving}",
-            )
-        else:
-            reason = {Phase.COMPLETE: "RolloutComplete", Phase.ROLLED_BACK: "RolledBack"}.get(
-                r.phase, "RolloutHeld"
-            )
-            put(cond.PROGRESSING, False, reason, "")
-
-        if r.phase in FAILED_PHASES:
-            tail = {Phase.HOLDING: "; holding (automatic rollback off)"}.get(
-                r.phase, f"; rolled back to {good}"
-            )
-            put(cond.DEGRADED, True, "RolloutFailed", failed_msg + tail)
-        elif sick:
-            put(
-                cond.DEGRADED, True, "PodFailed", "; ".join(f"{p.name}: {p.message or p.state}" for p in sick)
-            )
-        else:
-            put(cond.DEGRADED, False, "AsExpected", "")
-
-        limit = self.spec.history_limit
-        return RerankerModelStatus(
-            observed_generation=gen,
+        base = RerankerModelStatus(
+            observed_generation=self.inp.generation,
             target_version=self.spec.version,
-            current_version=current,
-            last_good_version=good,
             last_good=self.last_good,
-            ready_pods=f"{on_target}/{len(pods)}",
-            pods=pods,
-            rollout=r,
-            history=self.history[-limit:],
-            conditions=conds,
+            pods=[self.pod_status[p.name] for p in self.pods],
+            rollout=self.rollout,
+            history=self.history[-self.spec.history_limit :],
+            conditions=list(self.inp.status.conditions),
         )
+        return summarize(base, now=self.now, moving=self.converging or bool(self.actions))
+
+
+def summarize(status: RerankerModelStatus, *, now: str, moving: bool = False) -> RerankerModelStatus:
+    """Derive the summary fields and the conditions from the rollout record and the pods' states.
+
+    ``moving``: pods are being moved outside a rollout (convergence, a rollback in steady state).
+    """
+    r = status.rollout
+    assert r is not None
+    gen = status.observed_generation
+    pods = status.pods
+    versions = {p.version for p in pods}
+    all_agree = bool(pods) and len(versions) == 1 and all(p.state is not PodState.UNREACHABLE for p in pods)
+    current = next(iter(versions)) if all_agree else None
+    on_target = sum(1 for p in pods if p.version == r.version)
+    good = status.last_good.version if status.last_good else None
+    conds = list(status.conditions)
+
+    def put(type_: str, value: bool, reason: str, message: str) -> None:
+        nonlocal conds
+        conds = cond.set_condition(conds, type_, value, reason, message, now=now, generation=gen)
+
+    failure = r.failure
+    failed_msg = (
+        f"{r.version} failed on pod {failure.pod or '-'} at step {failure.step}: {failure.reason}"
+        if failure
+        else ""
+    )
+    sick = [p for p in pods if p.state in (PodState.FAILED, PodState.UNREACHABLE) or p.retry_at]
+    settled = r.phase in (Phase.COMPLETE, Phase.ROLLED_BACK) and not moving
+    serving = r.version if r.phase is Phase.COMPLETE else good
+    if not pods:
+        put(cond.READY, False, "NoPods", "no running pod matches the selector")
+    elif settled and current is not None and current == serving:
+        reason = "RolloutComplete" if r.phase is Phase.COMPLETE else "RolledBack"
+        put(cond.READY, True, reason, f"all {len(pods)} pod(s) serve {current}")
+    elif r.phase is Phase.HOLDING:
+        put(cond.READY, False, "RolloutHeld", failed_msg)
+    else:
+        reason = "Progressing" if r.phase in ACTIVE_PHASES else "PodsNotSettled"
+        put(cond.READY, False, reason, f"{on_target}/{len(pods)} pod(s) on {r.version}")
+
+    if r.phase in ACTIVE_PHASES:
+        put(
+            cond.PROGRESSING,
+            True,
+            r.phase.value,
+            f"{r.phase.value} {r.version}: {len(r.done)}/{len(pods)} pod(s) done",
+        )
+    elif r.phase is Phase.ROLLING_BACK or moving:
+        reason = "RollingBack" if r.phase is Phase.ROLLING_BACK else "Converging"
+        put(cond.PROGRESSING, True, reason, f"moving pods to {serving}")
+    else:
+        reason = {Phase.COMPLETE: "RolloutComplete", Phase.ROLLED_BACK: "RolledBack"}.get(
+            r.phase, "RolloutHeld"
+        )
+        put(cond.PROGRESSING, False, reason, "")
+
+    if r.phase in FAILED_PHASES:
+        tail = (
+            "; holding (automatic rollback off)" if r.phase is Phase.HOLDING else f"; rolled back to {good}"
+        )
+        put(cond.DEGRADED, True, "RolloutFailed", failed_msg + tail)
+    elif sick:
+        put(cond.DEGRADED, True, "PodFailed", "; ".join(f"{p.name}: {p.message or p.state}" for p in sick))
+    else:
+        put(cond.DEGRADED, False, "AsExpected", "")
+
+    return status.model_copy(
+        update={
+            "current_version": current,
+            "last_good_version": good,
+            "ready_pods": f"{on_target}/{len(pods)}",
+            "conditions": conds,
+        }
+    )
+
+
+# ------------------------------------------------------------------------------ manual rollback
+
+
+def rollback_target(spec: RerankerModelSpec, status: RerankerModelStatus, request: str) -> VersionRef | None:
+    """Which version a ``hotswap.dev/rollback`` annotation asks for (None: nothing to go back to).
+
+    ``true`` / ``last-good``: undo the latest change, like ``kubectl rollout undo`` — the last-good
+    version, or when the current version *is* last-good, the good version before it. A version id:
+    that version, if it once rolled out successfully. Only versions with a known source qualify.
+    """
+    request = request.strip().lower()
+    known = [status.last_good] if status.last_good else []
+    known += [
+        VersionRef(version=h.version, source=h.source, digest=h.digest)
+        for h in reversed(status.history)
+        if h.result is HistoryResult.SUCCEEDED
+    ]
+    for ref in known:
+        if ref.source is None:
+            continue
+        if request in ("true", "last-good") and ref.version != spec.version:
+            return ref
+        if request == ref.version:
+            return ref
+    return None
 
 
 # ----------------------------------------------------------------------------- recording results
@@ -695,10 +727,8 @@ def record(
     ordered = [pods[p.name] for p in status.pods] + (
         [pods[action.pod]] if action.pod not in {p.name for p in status.pods} else []
     )
-    return (
-        status.model_copy(update={"rollout": r, "pods": ordered, "history": history[-spec.history_limit :]}),
-        tuple(events),
-    )
+    new = status.model_copy(update={"rollout": r, "pods": ordered, "history": history[-spec.history_limit :]})
+    return summarize(new, now=stamp), tuple(events)
 
 
 def _advance(

@@ -42,7 +42,7 @@ from .models import (
 )
 from .observed import PodView
 from .patches import merge_patch
-from .planner import Action, EventSpec, Kind, Outcome, PlanInput, plan, record
+from .planner import Action, EventSpec, Kind, Outcome, PlanInput, plan, record, rollback_target
 from .selectors import matches, to_query
 from .timeutil import iso, now
 
@@ -142,7 +142,7 @@ class Reconciler:
             return self.cfg.resync_interval
         self.rt.selectors[self.key] = spec.selector
         status = parse_status(obj.get("status"))
-        if await self._manual_rollback(obj, status):
+        if await self._manual_rollback(obj, spec, status):
             return 0.0
         pods = await self.observe(spec)
         boot_name = names.boot_configmap(self.name, spec.boot_config_map)
@@ -159,10 +159,11 @@ class Reconciler:
                 resync_interval=self.cfg.resync_interval,
             )
         )
-        await self.write_status(obj.get("status") or {}, decision.status)
-        await self.post_events(obj, decision.events)
+        # The boot ConfigMap first: once status says a version is last-good, new pods boot on it.
         if decision.boot is not None and decision.boot != boot:
             await self.write_boot(boot_name, decision.boot)
+        await self.write_status(obj.get("status") or {}, decision.status)
+        await self.post_events(obj, decision.events)
         if decision.actions:
             await self.execute(obj, spec, decision.status, decision.actions)
         return decision.requeue_after
@@ -385,29 +386,27 @@ class Reconciler:
 
     # -- special cases
 
-    async def _manual_rollback(self, obj: dict[str, Any], status: RerankerModelStatus) -> bool:
-        """``hotswap.dev/rollback: "true"`` sets spec back to status.lastGood (like ``rollout undo``)."""
+    async def _manual_rollback(
+        self, obj: dict[str, Any], spec: RerankerModelSpec, status: RerankerModelStatus
+    ) -> bool:
+        """``hotswap.dev/rollback`` sets spec back to a known-good version (like ``rollout undo``)."""
         annotations = obj.get("metadata", {}).get("annotations") or {}
         value = annotations.get(names.ROLLBACK_ANNOTATION)
         if value is None:
             return False
-        clear: dict[str, Any] = {"metadata": {"annotations": {names.ROLLBACK_ANNOTATION: None}}}
-        good = status.last_good
-        if value.strip().lower() not in names.ROLLBACK_VALUES:
-            await self.rt.kube.patch(self.path, clear)
-            await self.post_events(
-                obj, (EventSpec("Warning", "RollbackRefused", f"unknown value {value!r}"),)
-            )
+        patch: dict[str, Any] = {"metadata": {"annotations": {names.ROLLBACK_ANNOTATION: None}}}
+        target = rollback_target(spec, status, value)
+        if target is None or target.source is None:
+            await self.rt.kube.patch(self.path, patch)
+            why = f"no known-good version to roll back to for {value!r}"
+            await self.post_events(obj, (EventSpec("Warning", "RollbackRefused", why),))
             return True
-        if good is None or good.source is None:
-            await self.rt.kube.patch(self.path, clear)
-            await self.post_events(
-                obj, (EventSpec("Warning", "RollbackRefused", "no last-good version known"),)
-            )
-            return True
-        source = {"uri": good.source.uri, "sha256": good.source.sha256}
-        await self.rt.kube.patch(self.path, {**clear, "spec": {"version": good.version, "source": source}})
-        message = f"spec set back to the last-good version {good.version} (was {obj.get('spec', {}).get('version')})"
+        patch["spec"] = {
+            "version": target.version,
+            "source": {"uri": target.source.uri, "sha256": target.source.sha256},
+        }
+        await self.rt.kube.patch(self.path, patch)
+        message = f"spec set back to {target.version} (was {spec.version}) by the {names.ROLLBACK_ANNOTATION} annotation"
         await self.post_events(obj, (EventSpec("Normal", "ManualRollback", message),))
         return True
 

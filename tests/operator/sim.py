@@ -112,7 +112,9 @@ class Sim:
                 if self.crash_after < 0:
                     self.crash_after = None
                     return p  # the operator died: nothing recorded, the rest never ran
-            self.status, events = record(self.status, self.spec, action, outcome, self.now, failed_pod_retry=5.0)
+            self.status, events = record(
+                self.status, self.spec, action, outcome, self.now, failed_pod_retry=5.0
+            )
             self.events.extend(events)
         self.now += datetime.timedelta(seconds=max(p.requeue_after, 0.1) if not p.actions else 0.1)
         return p
@@ -177,4 +179,6 @@ def fleet(n: int, version: str | None = "v1") -> dict[str, SimPod]:
 
 
 def boot_ref(version: str = "v1") -> VersionRef:
-    return VersionRef(version=version, source={"uri": f"file:///registry/{version}"}, digest=digest_of(version))  # type: ignore[arg-type]
+    return VersionRef(
+        version=version, source={"uri": f"file:///registry/{version}"}, digest=digest_of(version)
+    )  # type: ignore[arg-type]

@@ -10,7 +10,6 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-
 from hotswap_operator import crdgen
 from hotswap_operator.models import RerankerModelSpec, RerankerModelStatus, Step
 
@@ -66,7 +65,10 @@ def test_schema_is_structural() -> None:
 def test_schema_validates_user_fields_and_keeps_kopf_progress() -> None:
     schema = crd_schema()
     spec = schema["properties"]["spec"]["properties"]
-    assert spec["version"]["pattern"] == r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$" and spec["version"]["maxLength"] == 63
+    assert (
+        spec["version"]["pattern"] == r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+        and spec["version"]["maxLength"] == 63
+    )
     assert spec["source"]["properties"]["uri"]["pattern"].startswith("^(file|s3|https?|hf)://")
     assert spec["source"]["properties"]["sha256"]["pattern"] == "^[a-f0-9]{64}$"
     assert spec["rollout"]["default"] == {} and spec["rollout"]["properties"]["prefetch"]["default"] is True
@@ -100,7 +102,11 @@ def strict(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     out = {k: strict(v) for k, v in node.items()}
-    if out.get("type") == "object" and "properties" in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+    if (
+        out.get("type") == "object"
+        and "properties" in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
         out.setdefault("additionalProperties", False)
     return out
 

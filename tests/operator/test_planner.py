@@ -94,7 +94,9 @@ def test_stage_failure_fails_the_rollout_before_any_swap() -> None:
     sim.run()
     assert all(not any(v == "v3" for v, _ in p.activations) for p in sim.pods.values())
     r = sim.status.rollout
-    assert r is not None and r.failure is not None and r.failure.step is Step.STAGE and r.failure.pod == "pod-3"
+    assert (
+        r is not None and r.failure is not None and r.failure.step is Step.STAGE and r.failure.pod == "pod-3"
+    )
 
 
 def test_preload_failure_on_nan_weights() -> None:
@@ -183,7 +185,12 @@ def test_not_ready_pod_is_waited_for_then_times_out() -> None:
     for _ in range(60):
         sim.step()
     r = sim.status.rollout
-    assert r is not None and r.failure is not None and r.failure.step is Step.WAIT_READY and r.failure.pod == "pod-2"
+    assert (
+        r is not None
+        and r.failure is not None
+        and r.failure.step is Step.WAIT_READY
+        and r.failure.pod == "pod-2"
+    )
 
 
 def test_pod_that_comes_back_is_brought_along() -> None:
@@ -315,3 +322,24 @@ def test_observed_generation_on_conditions() -> None:
     sim.run()
     assert sim.status.observed_generation == 1
     assert all(c.observed_generation == 1 for c in sim.status.conditions)
+
+
+def test_rollback_target_undoes_the_latest_change() -> None:
+    from hotswap_operator.planner import rollback_target
+
+    sim = Sim(spec=make_spec("v2"), pods=fleet(1), boot=boot_ref("v1"))
+    sim.run()
+    sim.spec = make_spec("v3")
+    sim.run()
+    # v3 succeeded and is last-good: "true" means the good version before it.
+    target = rollback_target(sim.spec, sim.status, "true")
+    assert target is not None and target.version == "v2" and target.source is not None
+    named = rollback_target(sim.spec, sim.status, "v2")
+    assert named is not None and named.version == "v2"
+    assert rollback_target(sim.spec, sim.status, "v9") is None
+    # A failed v4: "true" means last-good (v3).
+    sim.spec = make_spec("v4")
+    sim.failures[("*", Step.VERIFY, "v4")] = "bad"
+    sim.run()
+    target = rollback_target(sim.spec, sim.status, "true")
+    assert target is not None and target.version == "v3"

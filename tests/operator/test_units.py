@@ -5,16 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
-
 from hotswap_operator import conditions as cond
 from hotswap_operator.agent_client import parse_request_counters
 from hotswap_operator.config import Config, ConfigError
 from hotswap_operator.models import LabelSelector, RerankerModelSpec
 from hotswap_operator.names import agent_url, boot_configmap, model_path, resource_key
 from hotswap_operator.observed import AgentStatus
-from hotswap_operator.rollout import merge_patch
+from hotswap_operator.patches import merge_patch
 from hotswap_operator.selectors import matches, parse_query, to_query
+from pydantic import ValidationError
 
 from .sim import make_spec
 
@@ -99,7 +98,9 @@ def test_names_in_one_place() -> None:
     assert boot_configmap("m") == "m-boot" and boot_configmap("m", "custom") == "custom"
     assert agent_url("127.0.0.2", 9090) == "http://127.0.0.2:9090"
     assert agent_url("fd00::1", 9090, "https") == "https://[fd00::1]:9090"
-    assert model_path("ns", "m", "status") == "/apis/hotswap.dev/v1alpha1/namespaces/ns/rerankermodels/m/status"
+    assert (
+        model_path("ns", "m", "status") == "/apis/hotswap.dev/v1alpha1/namespaces/ns/rerankermodels/m/status"
+    )
 
 
 def test_config_from_env_and_errors_name_the_variable(tmp_path: Path) -> None:
@@ -115,7 +116,10 @@ def test_config_from_env_and_errors_name_the_variable(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="HOTSWAP_OPERATOR_AGENT_TOKEN_FILE"):
         missing.read_token()
     (tmp_path / "token").write_text("  s3cret\n")
-    assert Config.from_env({"HOTSWAP_OPERATOR_AGENT_TOKEN_FILE": str(tmp_path / "token")}).read_token() == "s3cret"
+    assert (
+        Config.from_env({"HOTSWAP_OPERATOR_AGENT_TOKEN_FILE": str(tmp_path / "token")}).read_token()
+        == "s3cret"
+    )
 
 
 def test_agent_status_is_read_leniently() -> None:

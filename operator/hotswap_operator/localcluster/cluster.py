@@ -65,6 +65,7 @@ class LocalPod:
     dir: Path
     procs: list[Proc] = dataclasses.field(default_factory=list)
     ready: bool = False
+    stopping: bool = False  # out of the Service for good until its processes start again
     extra_server_args: tuple[str, ...] = ()
 
     @property
@@ -93,6 +94,7 @@ class LocalCluster:
         operator: bool = True,
         operator_env: Mapping[str, str] | None = None,
         server_args: Sequence[str] = (),
+        pod_server_args: Mapping[str, Sequence[str]] | None = None,
         keep_workdir: bool = False,
     ) -> None:
         self.initial_pods = pods
@@ -103,6 +105,7 @@ class LocalCluster:
         self.with_operator = operator
         self.operator_env = dict(operator_env or {})
         self.server_args = tuple(server_args)
+        self.pod_server_args = {k: tuple(v) for k, v in (pod_server_args or {}).items()}
         self._own_workdir = workdir is None
         self.keep_workdir = keep_workdir
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="hotswap-cluster-"))
@@ -270,7 +273,8 @@ class LocalCluster:
     async def apply_model(
         self, version: str, source: Mapping[str, Any], *, name: str | None = None, **spec: Any
     ) -> dict[str, Any]:
-        """Create the RerankerModel, or merge-patch its spec (``spec`` keys in camelCase)."""
+        """Create the RerankerModel, or set its whole spec (``spec`` keys in camelCase; what is left
+        out takes its default, as ``kubectl apply`` of a full manifest would)."""
         name = name or self.model
         body_spec = {
             "selector": {"matchLabels": self.labels},
@@ -288,10 +292,7 @@ class LocalCluster:
                 "spec": body_spec,
             }
             return await self.kube.create(names.model_path(self.namespace), body)
-        wanted = {**current.get("spec", {}), **body_spec}
-        if "sha256" not in body_spec["source"]:
-            wanted["source"] = dict(body_spec["source"])
-        return await self.kube.patch(path, {"spec": merge_patch(current.get("spec", {}), wanted) or {}})
+        return await self.kube.patch(path, {"spec": merge_patch(current.get("spec", {}), body_spec) or {}})
 
     async def patch_model(self, patch: dict[str, Any], name: str | None = None) -> dict[str, Any]:
         return await self.kube.patch(names.model_path(self.namespace, name or self.model), patch)
@@ -349,7 +350,7 @@ class LocalCluster:
             ip=f"{self.subnet}{index + 2}",
             flavour=self.flavour,
             dir=self.workdir / "pods" / name,
-            extra_server_args=tuple(server_args),
+            extra_server_args=tuple(server_args) or self.pod_server_args.get(name, ()),
         )
         (pod.dir / "models").mkdir(parents=True, exist_ok=True)
         self.pods[name] = pod
@@ -387,6 +388,7 @@ class LocalCluster:
     async def stop_pod(self, name: str, *, graceful: bool = True) -> None:
         """Leave the Service (in-flight requests finish), then stop (SIGTERM) or kill (SIGKILL)."""
         pod = self.pods[name]
+        pod.stopping = True
         await self.service.drain(name, pod.url)
         await self._set_pod_ready(pod, False)
         if graceful:
@@ -431,6 +433,7 @@ class LocalCluster:
         return Load(self.service, **kwargs)
 
     async def _start_processes(self, pod: LocalPod) -> None:
+        pod.stopping = False
         boot = await self.boot_config()
         boot_file = pod.dir / "boot.json"
         boot_file.unlink(missing_ok=True)
@@ -500,12 +503,14 @@ class LocalCluster:
     async def _probe(self, pod: LocalPod) -> None:
         assert self._session is not None
         ready = False
-        if pod.running:
+        if pod.running and not pod.stopping:
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 async with self._session.get(
                     pod.url + "/readyz", timeout=aiohttp.ClientTimeout(total=1)
                 ) as resp:
                     ready = resp.status == 200
+        if pod.stopping:
+            ready = False  # a probe that was in flight while the pod was being stopped
         if ready != pod.ready:
             await self._set_pod_ready(pod, ready)
 
@@ -518,7 +523,7 @@ class LocalCluster:
             await self._patch_pod_status(
                 pod, {"conditions": [condition], "containerStatuses": _container_statuses(ready)}
             )
-        if ready:
+        if ready and not pod.stopping:
             self.service.set_ready(pod.name, pod.url, True)
 
     async def _patch_pod_status(self, pod: LocalPod, status: dict[str, Any]) -> None:

@@ -1,0 +1,430 @@
+"""Rollout scenarios on the local cluster, written once for fake pods and for real server+agent pods.
+
+Each scenario keeps client load on the Service throughout (zero failures allowed) and asserts on
+both the RerankerModel's status and the pods' real state as their agents and servers report it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import re
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from hotswap_operator.localcluster.cluster import LocalCluster
+from hotswap_operator.localcluster.load import LoadReport
+from hotswap_operator.models import HistoryResult, Phase, RerankerModelStatus, Step
+from hotswap_operator.timeutil import parse
+
+MODEL_FOLDERS = {
+    "v1": "tiny-xlmr-v1",
+    "v2": "tiny-xlmr-v2",
+    "nan": "broken-nan",
+    "inverted": "tiny-xlmr-inverted",
+}
+# The testmodels canary: every good tiny model ranks document 1 first; tiny-xlmr-inverted does not.
+CANARY = {
+    "query": "how do neural networks learn from data",
+    "documents": [
+        "A ripe banana tastes sweet and fresh.",
+        "Deep learning updates its weights with backpropagation.",
+        "The football team won the match in extra time.",
+    ],
+    "expectTop": 1,
+}
+TWO_DOC_CANARY = {**CANARY, "documents": CANARY["documents"][:2]}
+TWO_DOC_CANARY["expectTop"] = 1
+SECOND_POD = "reranker-1"
+
+
+@dataclasses.dataclass
+class Fleet:
+    """A local cluster and how to make model versions for its flavour of pods."""
+
+    cluster: LocalCluster
+    testmodels: Path | None = None
+    timeout: float = 60.0
+
+    @property
+    def real(self) -> bool:
+        return self.cluster.flavour == "real"
+
+    def publish(self, version: str, model: str) -> dict[str, str]:
+        """``model``: v1 | v2 (good), nan (NaN weights), inverted (valid weights failing the canary)."""
+        if self.real:
+            assert self.testmodels is not None
+            return self.cluster.publish(version, self.testmodels / MODEL_FOLDERS[model])
+        if model == "inverted":
+            self._fail_fakes(
+                {"step": "verify", "version": version, "error": "document 0 ranked first, expected 1"}
+            )
+        return self.cluster.publish_fake(version, broken=model == "nan")
+
+    def fail_canary_on_second_pod(self, version: str) -> dict[str, Any]:
+        """The spec fields that make ``version``'s canary fail on the second pod only.
+
+        Fake pods are scripted. Real pods: the second pod's server was started with
+        ``--max-documents 2`` (a misconfigured pod), so the three-document canary fails there.
+        """
+        if not self.real:
+            self._fail_fakes(
+                {
+                    "step": "verify",
+                    "version": version,
+                    "pods": [SECOND_POD],
+                    "error": "document 0 ranked first, expected 1",
+                }
+            )
+            return {"canary": [TWO_DOC_CANARY]}
+        return {"canary": [CANARY]}
+
+    def _fail_fakes(self, rule: dict[str, Any]) -> None:
+        script = getattr(self, "_script", {"fail": []})
+        script["fail"].append(rule)
+        self._script = script
+        self.cluster.script_fakes(script)
+
+    async def set_model(self, version: str, source: dict[str, str], **spec: Any) -> None:
+        spec.setdefault("rollout", {})
+        spec["rollout"] = {"podTimeoutSeconds": 90, **spec["rollout"]}
+        await self.cluster.apply_model(version, source, **spec)
+
+    async def baseline(self, version: str = "v1", model: str = "v1") -> dict[str, str]:
+        """Every pod on ``version``, the resource Ready (a fresh spec for this scenario)."""
+        source = self.publish(version, model)
+        await self.set_model(version, source)
+        await self.cluster.wait_ready(version, timeout=self.timeout * 2)
+        return source
+
+    async def swaps(self) -> dict[str, int]:
+        """Completed swaps per pod, as the pods themselves count them."""
+        out = {}
+        for name, pod in self.cluster.pods.items():
+            if not self.real:
+                out[name] = len((await self.cluster.agent_status(name)).get("activations", []))
+                continue
+            async with aiohttp.ClientSession() as session, session.get(pod.url + "/metrics") as resp:
+                text = await resp.text()
+            out[name] = int(
+                sum(float(v) for v in re.findall(r"^hotswap_swaps_total\{[^}]*\} (\S+)", text, re.M))
+            )
+        return out
+
+    async def agents(self) -> dict[str, dict[str, Any]]:
+        return {name: await self.cluster.agent_status(name) for name in sorted(self.cluster.pods)}
+
+    async def actives(self) -> dict[str, str | None]:
+        return await self.cluster.active_versions()
+
+    async def until(
+        self, check: Callable[[], Awaitable[bool]], what: str, timeout: float | None = None
+    ) -> None:
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while not await check():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; status: {await self.cluster.status()}")
+            await asyncio.sleep(0.05)
+
+
+def ops(agent: dict[str, Any], kind: str | tuple[str, ...], version: str) -> list[dict[str, Any]]:
+    kinds = (kind,) if isinstance(kind, str) else kind
+    return [o for o in agent.get("history", []) if o.get("kind") in kinds and o.get("version") == version]
+
+
+def assert_no_failures(report: LoadReport) -> None:
+    assert report.failed == 0, f"{report.failed} failed requests: {report.failures}"
+    assert report.ok > 0, "the load never reached a pod"
+
+
+def cond(st: RerankerModelStatus, type_: str) -> tuple[str, str, str]:
+    c = next(c for c in st.conditions if c.type == type_)
+    return c.status, c.reason, c.message
+
+
+def first_pod_done(version: str) -> Callable[[RerankerModelStatus], bool]:
+    def check(st: RerankerModelStatus) -> bool:
+        return bool(st.rollout and st.rollout.version == version and st.rollout.done)
+
+    return check
+
+
+async def failed_and_settled(fleet: Fleet, version: str) -> RerankerModelStatus:
+    def done(st: RerankerModelStatus) -> bool:
+        r = st.rollout
+        return (
+            r is not None
+            and r.version == version
+            and r.phase is Phase.ROLLED_BACK
+            and st.current_version is not None
+        )
+
+    return await fleet.cluster.wait_for_status(done, timeout=fleet.timeout * 2, what=f"{version} rolled back")
+
+
+# ------------------------------------------------------------------------------------------ scenarios
+
+
+async def first_rollout(fleet: Fleet) -> LoadReport:
+    """Pods start empty (no boot ConfigMap yet): the first RerankerModel brings them all up."""
+    c = fleet.cluster
+    assert set((await fleet.actives()).values()) == {None}
+    assert await c.boot_config() is None
+    async with c.load() as load:
+        source = fleet.publish("v1", "v1")
+        await fleet.set_model("v1", source)
+        st = await c.wait_ready("v1", timeout=fleet.timeout * 2)
+    report = load.report()
+    assert_no_failures(report)
+    assert set((await fleet.actives()).values()) == {"v1"}
+    assert st.last_good is not None and st.last_good.digest == source["sha256"]
+    assert cond(st, "Ready")[:2] == ("True", "RolloutComplete")
+    assert [(h.version, h.result) for h in st.history] == [("v1", HistoryResult.SUCCEEDED)]
+    boot = await c.boot_config()
+    assert boot == {"version": "v1", "source": {"uri": source["uri"], "sha256": source["sha256"]}}
+    reasons = [e["reason"] for e in await c.events()]
+    assert "RolloutSucceeded" in reasons and reasons.count("Activated") == len(c.pods)
+    return report
+
+
+async def rollout_one_pod_at_a_time(fleet: Fleet) -> LoadReport:
+    """v1 -> v2 across the pods: prefetch everywhere first, then one pod at a time, in order."""
+    c = fleet.cluster
+    await fleet.baseline("v1")
+    before = await fleet.swaps()
+    async with c.load() as load:
+        await fleet.set_model("v2", fleet.publish("v2", "v2"), rollout={"canary": [TWO_DOC_CANARY]})
+        st = await c.wait_ready("v2", timeout=fleet.timeout * 2)
+    report = load.report()
+    assert_no_failures(report)
+    assert {"v1", "v2"} <= set(report.by_version), report.by_version
+    after = await fleet.swaps()
+    assert {n: after[n] - before[n] for n in after} == {n: 1 for n in after}, "each pod swapped exactly once"
+
+    agents = await fleet.agents()
+    names = sorted(agents)
+    activated = {n: parse(agents[n]["lastActivation"]["at"]) for n in names}
+    assert all(agents[n]["lastActivation"]["version"] == "v2" for n in names)
+    order = sorted(names, key=lambda n: activated[n])  # type: ignore[arg-type, return-value]
+    assert order == names, f"activation order {order}"
+    first_swap = min(a for a in activated.values() if a)
+    for n in names:  # prefetch: every pod preloaded v2 before the first pod swapped
+        preloads = ops(agents[n], "preload", "v2")
+        assert preloads and all(parse(p["finishedAt"]) <= first_swap for p in preloads), (n, preloads)
+    for prev, nxt in itertools.pairwise(names):  # verified before the next one moved
+        verified = [
+            parse(o["finishedAt"]) for o in ops(agents[prev], "verify", "v2") if o["state"] == "succeeded"
+        ]
+        assert verified and min(verified) <= activated[nxt], (prev, nxt)  # type: ignore[operator]
+    assert st.last_good_version == "v2" and (await c.boot_config() or {}).get("version") == "v2"
+    assert [h.version for h in st.history][-1] == "v2"
+    return report
+
+
+async def broken_digest(fleet: Fleet) -> LoadReport:
+    """A source whose content does not match the pinned sha256: refused at staging, nobody moves."""
+    c = fleet.cluster
+    await fleet.baseline("v1")
+    before = await fleet.swaps()
+    good = fleet.publish("v2", "v2")
+    async with c.load() as load:
+        await fleet.set_model("bad-digest", {"uri": good["uri"], "sha256": "0" * 64})
+        st = await failed_and_settled(fleet, "bad-digest")
+    assert_no_failures(load.report())
+    failure = st.rollout.failure if st.rollout else None
+    assert failure is not None and failure.step is Step.STAGE, failure
+    assert "digest" in failure.reason.lower() or "0000" in failure.reason, failure.reason
+    assert await fleet.swaps() == before, "no pod swapped"
+    assert set((await fleet.actives()).values()) == {"v1"}
+    await _assert_rolled_back(fleet, st, "v1")
+    return load.report()
+
+
+async def broken_nan(fleet: Fleet) -> LoadReport:
+    """NaN weights: refused at preload on every pod, nobody moves."""
+    c = fleet.cluster
+    await fleet.baseline("v1")
+    before = await fleet.swaps()
+    async with c.load() as load:
+        await fleet.set_model("nan", fleet.publish("nan", "nan"))
+        st = await failed_and_settled(fleet, "nan")
+    assert_no_failures(load.report())
+    failure = st.rollout.failure if st.rollout else None
+    assert failure is not None and failure.step is Step.PRELOAD, failure
+    assert re.search(r"finite|nan", failure.reason, re.I), failure.reason
+    assert await fleet.swaps() == before
+    await _assert_rolled_back(fleet, st, "v1")
+    return load.report()
+
+
+async def broken_canary_on_second_pod(fleet: Fleet) -> LoadReport:
+    """The canary fails on the second pod: pods 1..2 go back to v1, the third never moves, no retry."""
+    c = fleet.cluster
+    await fleet.baseline("v1")
+    before = await fleet.swaps()
+    source = fleet.publish("v3", "v2")
+    async with c.load() as load:
+        await fleet.set_model("v3", source, rollout=fleet.fail_canary_on_second_pod("v3"))
+        st = await failed_and_settled(fleet, "v3")
+        settled = await fleet.swaps()
+        # Not retried while the spec stays: nothing moves over a few resync periods.
+        await asyncio.sleep(5)
+        assert await fleet.swaps() == settled
+    assert_no_failures(load.report())
+    failure = st.rollout.failure if st.rollout else None
+    assert failure is not None and (failure.pod, failure.step) == (SECOND_POD, Step.VERIFY), failure
+    moved = {n: settled[n] - before[n] for n in settled}
+    assert moved == {"reranker-0": 2, "reranker-1": 2, "reranker-2": 0}, f"swaps: {moved}"
+    assert set((await fleet.actives()).values()) == {"v1"}
+    await _assert_rolled_back(fleet, st, "v1")
+    degraded = cond(st, "Degraded")
+    assert SECOND_POD in degraded[2] and "Verify" in degraded[2], degraded
+    return load.report()
+
+
+async def _assert_rolled_back(fleet: Fleet, st: RerankerModelStatus, good: str) -> None:
+    assert cond(st, "Ready")[:2] == ("True", "RolledBack")
+    assert cond(st, "Degraded")[:2] == ("True", "RolloutFailed")
+    assert st.last_good_version == good and st.current_version == good
+    assert st.history[-1].result is HistoryResult.ROLLED_BACK
+    assert (await fleet.cluster.boot_config() or {}).get("version") == good
+    assert "RolloutFailed" in [e["reason"] for e in await fleet.cluster.events()]
+
+
+async def spec_change_mid_rollout(fleet: Fleet) -> LoadReport:
+    """v2 is replaced by v3 after its first pod: v2 is superseded, v3 rolls out to every pod."""
+    c = fleet.cluster
+    await fleet.baseline("v1")
+    async with c.load() as load:
+        await fleet.set_model("v2", fleet.publish("v2", "v2"), rollout={"pauseSeconds": 3})
+        await c.wait_for_status(first_pod_done("v2"), timeout=fleet.timeout, what="one pod on v2")
+        await fleet.set_model("v3", fleet.publish("v3", "v1"))
+        st = await c.wait_ready("v3", timeout=fleet.timeout * 2)
+    assert_no_failures(load.report())
+    results = [(h.version, h.result) for h in st.history]
+    assert ("v2", HistoryResult.SUPERSEDED) in results and results[-1] == ("v3", HistoryResult.SUCCEEDED), (
+        results
+    )
+    assert st.last_good_version == "v3"
+    agents = await fleet.agents()
+    assert set((await fleet.actives()).values()) == {"v3"}
+    assert not ops(agents["reranker-2"], ("activate", "rollback"), "v2"), (
+        "the superseded rollout never got further"
+    )
+    return load.report()
+
+
+async def operator_killed_mid_rollout(fleet: Fleet) -> LoadReport:
+    """SIGKILL the operator right after the first pod swapped; a new one converges from the agents."""
+    c = fleet.cluster
+    await fleet.baseline("v1")
+    before = await fleet.swaps()
+    async with c.load() as load:
+        await fleet.set_model("v2", fleet.publish("v2", "v2"), rollout={"pauseSeconds": 2})
+
+        async def first_pod_swapped() -> bool:
+            return (await fleet.actives()).get("reranker-0") == "v2"
+
+        await fleet.until(first_pod_swapped, "reranker-0 on v2")
+        c.kill_operator()
+        await asyncio.sleep(1.0)  # a moment with no operator at all
+        await c.start_operator()
+        st = await c.wait_ready("v2", timeout=fleet.timeout * 2)
+    assert_no_failures(load.report())
+    after = await fleet.swaps()
+    assert {n: after[n] - before[n] for n in after} == {n: 1 for n in after}, (
+        "no pod swapped twice, none skipped"
+    )
+    assert st.history[-1].version == "v2" and st.history[-1].result is HistoryResult.SUCCEEDED
+    return load.report()
+
+
+async def pod_restarted_mid_rollout(fleet: Fleet) -> LoadReport:
+    """The second pod dies (SIGKILL) during the rollout and comes back on the boot version (v1)."""
+    c = fleet.cluster
+    await fleet.baseline("v1")
+    async with c.load() as load:
+        await fleet.set_model("v2", fleet.publish("v2", "v2"), rollout={"pauseSeconds": 2})
+        await c.wait_for_status(first_pod_done("v2"), timeout=fleet.timeout, what="one pod on v2")
+        await c.restart_pod(SECOND_POD)
+        st = await c.wait_ready("v2", timeout=fleet.timeout * 3)
+    assert_no_failures(load.report())
+    agents = await fleet.agents()
+    assert set((await fleet.actives()).values()) == {"v2"}
+    boot = agents[SECOND_POD].get("boot") or {}
+    if fleet.real:
+        assert boot.get("version") in (None, "v1"), boot  # it came back on the last-good version
+    assert st.last_good_version == "v2"
+    return load.report()
+
+
+async def pod_added_after_rollout(fleet: Fleet) -> LoadReport:
+    """A new pod boots on the last-good version from the boot ConfigMap and joins the fleet."""
+    c = fleet.cluster
+    await fleet.baseline("v2", "v2")
+    history = (await c.status()).history
+    async with c.load() as load:
+        pod = await c.add_pod()
+        st = await c.wait_ready("v2", timeout=fleet.timeout * 2)
+    assert_no_failures(load.report())
+    assert (await fleet.actives())[pod.name] == "v2"
+    assert st.history == history, "joining a settled version is not a new rollout"
+    assert st.ready_pods == f"{len(c.pods)}/{len(c.pods)}"
+    return load.report()
+
+
+async def manual_rollback_by_annotation(fleet: Fleet) -> LoadReport:
+    """``kubectl annotate rrm reranker hotswap.dev/rollback=true`` goes back to the last-good version."""
+    c = fleet.cluster
+    await fleet.baseline("v1")
+    async with c.load() as load:
+        await fleet.set_model("v2", fleet.publish("v2", "v2"))
+        await c.wait_ready("v2", timeout=fleet.timeout * 2)
+        # v2 is now last-good; roll v3, then undo it by hand: back to v2, the good version before.
+        await fleet.set_model("v3", fleet.publish("v3", "v1"))
+        await c.wait_ready("v3", timeout=fleet.timeout * 2)
+        await c.kubectl("annotate", "rrm", c.model, "hotswap.dev/rollback=true")
+        await c.wait_for_status(
+            lambda st: st.target_version == "v2", timeout=fleet.timeout, what="spec back on v2"
+        )
+        waited = await c.kubectl(
+            "wait", "--for=condition=Ready", f"rrm/{c.model}", "--timeout=60s", check=False
+        )
+        st = await c.wait_ready("v2", timeout=fleet.timeout * 2)
+    assert waited.returncode == 0, waited.stderr
+    assert_no_failures(load.report())
+    model = await c.get_model()
+    assert model["spec"]["version"] == "v2" and "hotswap.dev/rollback" not in model["metadata"].get(
+        "annotations", {}
+    )
+    assert set((await fleet.actives()).values()) == {"v2"}
+    assert "ManualRollback" in [e["reason"] for e in await c.events()]
+    assert st.last_good_version == "v2"
+    return load.report()
+
+
+async def hold_without_automatic_rollback(fleet: Fleet) -> LoadReport:
+    """With rollback.automatic false a failure holds: moved pods stay, Ready is False."""
+    c = fleet.cluster
+    await fleet.baseline("v1")
+    async with c.load() as load:
+        spec = fleet.fail_canary_on_second_pod("v3")
+        await fleet.set_model("v3", fleet.publish("v3", "v2"), rollout=spec, rollback={"automatic": False})
+        st = await c.wait_for_status(
+            lambda s: bool(s.rollout and s.rollout.phase is Phase.HOLDING),
+            timeout=fleet.timeout,
+            what="holding",
+        )
+    assert_no_failures(load.report())
+    assert cond(st, "Ready")[:2] == ("False", "RolloutHeld")
+    actives = await fleet.actives()
+    assert actives == {"reranker-0": "v3", "reranker-1": "v3", "reranker-2": "v1"}, actives
+    assert st.history[-1].result is HistoryResult.FAILED
+    return load.report()
+
+
+Scenario = Callable[[Fleet], Awaitable[LoadReport]]
