@@ -8,6 +8,7 @@ loaded and ``trust_remote_code`` is never on.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -49,7 +50,10 @@ class LoadedVersion:
     kind: ModelKind
     architecture: str
     module: torch.nn.Module
-    tokenizer: Any
+    tokenizer: Any  # used on the model thread only
+    # Fast tokenizers keep padding/truncation state in the Rust object: sharing one between
+    # the event loop (admission checks) and the model thread corrupts batches. Two copies.
+    admission_tokenizer: Any
     max_length: int
     pooling: str = "cls"
     normalize: bool = False
@@ -193,7 +197,13 @@ def _match_tensors(module: torch.nn.Module, tensors: dict[str, torch.Tensor], dt
             if bad:
                 raise InvalidModel(f"tensor {name} has {bad} non-finite value(s) (NaN or Inf)")
             got = got.to(dtype)
-        out[name] = got.contiguous()
+        # Own the memory: tensors read from the file may share pages with its mapping, and a
+        # later in-place swap writing into them would fault in copy-on-write pages mid-swap.
+        out[name] = (
+            got.clone(memory_format=torch.contiguous_format)
+            if got.data_ptr() == tensors[name].data_ptr()
+            else got.contiguous()
+        )
     return out
 
 
@@ -266,6 +276,7 @@ def load_version(
         architecture=(getattr(config, "architectures", None) or [type(module).__name__])[0],
         module=module,
         tokenizer=tokenizer,
+        admission_tokenizer=copy.deepcopy(tokenizer),
         max_length=_max_length(config, tokenizer, max_input_length),
         pooling=pooling,
         normalize=normalize,

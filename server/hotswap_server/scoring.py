@@ -101,16 +101,18 @@ def to_relevance(raw: np.ndarray, kind: str) -> np.ndarray:
 def token_lengths(loaded: LoadedVersion, query: str, docs: list[str]) -> list[int]:
     """Tokens of each (query, doc) pair untruncated: used to refuse over-long input when truncation is off."""
     if loaded.kind == "cross-encoder":
-        enc = loaded.tokenizer([query] * len(docs), docs, truncation=False)
+        enc = loaded.admission_tokenizer([query] * len(docs), docs, truncation=False)
         return [len(ids) for ids in enc["input_ids"]]
-    enc = loaded.tokenizer([query, *docs], truncation=False)
+    enc = loaded.admission_tokenizer([query, *docs], truncation=False)
     lengths = [len(ids) for ids in enc["input_ids"]]
     return [max(lengths[0], n) for n in lengths[1:]]
 
 
 def clip_documents(loaded: LoadedVersion, docs: list[str], max_tokens: int) -> list[str]:
     """Cut each document after ``max_tokens`` tokens, at a character offset so the text stays verbatim."""
-    enc = loaded.tokenizer(docs, add_special_tokens=False, return_offsets_mapping=True, truncation=False)
+    enc = loaded.admission_tokenizer(
+        docs, add_special_tokens=False, return_offsets_mapping=True, truncation=False
+    )
     out = []
     for doc, offsets in zip(docs, enc["offset_mapping"], strict=True):
         out.append(doc if len(offsets) <= max_tokens else doc[: offsets[max_tokens - 1][1]])

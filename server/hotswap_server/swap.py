@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -29,9 +28,9 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 VERSION_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-# In-place copies go through a bounded scratch buffer: device memory grows by at most this
-# many elements (8 MiB in fp16) during a swap, however large the model's biggest tensor.
-SWAP_CHUNK_ELEMENTS = 4 * 1024 * 1024
+# In-place copies go through one bounded scratch buffer, allocated once per swap: memory
+# grows by at most this many elements (2 MiB in fp16) however large the biggest tensor is.
+SWAP_CHUNK_ELEMENTS = 1024 * 1024
 # "auto" loads beside the old model only when the device keeps this much headroom after it.
 DOUBLE_HEADROOM = 1.2
 
@@ -57,17 +56,28 @@ def swap_weights_inplace(live: torch.nn.Module, host: torch.nn.Module, placement
     host_sd = host.state_dict()
     stream = torch.cuda.Stream(placement.device) if placement.is_cuda else None
     if stream is not None:
+        # The side stream starts after every forward already queued on the default stream.
         stream.wait_stream(torch.cuda.current_stream(placement.device))
     ctx = torch.cuda.stream(stream) if stream is not None else _nullcontext()
     with torch.no_grad(), ctx:
+        scratch: dict[torch.dtype, torch.Tensor] = {}
         for name, dst in live_sd.items():
             src = host_sd[name]
             d, s = dst.view(-1), src.view(-1)
-            for start in range(0, d.numel(), SWAP_CHUNK_ELEMENTS):
-                end = min(start + SWAP_CHUNK_ELEMENTS, d.numel())
-                scratch = d[start:end].clone()
+            if dst.dtype not in scratch:
+                size = min(
+                    SWAP_CHUNK_ELEMENTS, max(t.numel() for t in live_sd.values() if t.dtype == dst.dtype)
+                )
+                scratch[dst.dtype] = torch.empty(size, dtype=dst.dtype, device=dst.device)
+            buf = scratch[dst.dtype]
+            for start in range(0, d.numel(), buf.numel()):
+                end = min(start + buf.numel(), d.numel())
+                tmp = buf[: end - start]
+                tmp.copy_(d[start:end])
                 d[start:end].copy_(s[start:end], non_blocking=True)
-                s[start:end].copy_(scratch, non_blocking=True)
+                # Reusing the scratch buffer for the next chunk is safe without a sync: every
+                # copy is queued on the same stream, which runs them in order.
+                s[start:end].copy_(tmp, non_blocking=True)
     if stream is not None:
         stream.synchronize()
 
@@ -273,7 +283,7 @@ class SwapManager:
 
         _, pause = await self.engine.exclusive(copy)
         # The incoming host copy now holds the outgoing weights: that is the previous version.
-        outgoing = replace(outgoing_meta, module=incoming.module, tokenizer=outgoing_meta.tokenizer)
+        outgoing = replace(outgoing_meta, module=incoming.module)
         return outgoing, "inplace", pause
 
     async def _swap_double(
@@ -364,7 +374,3 @@ class SwapManager:
 
     def close(self) -> None:
         self._loader.shutdown(wait=False, cancel_futures=True)
-
-
-def monotonic_ms() -> float:
-    return time.monotonic() * 1000

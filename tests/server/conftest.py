@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-
 from hotswap_server.app import create_admin_app, create_data_app, create_state
 from hotswap_server.settings import Settings
 from hotswap_server.state import ServerState

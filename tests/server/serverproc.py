@@ -36,7 +36,9 @@ class ServerProcess:
         return {"Authorization": f"Bearer {TOKEN}"}
 
     def admin(self, method: str, path: str, **kwargs: object) -> requests.Response:
-        return requests.request(method, self.admin_url + path, headers=self.admin_headers, timeout=60, **kwargs)  # type: ignore[arg-type]
+        return requests.request(
+            method, self.admin_url + path, headers=self.admin_headers, timeout=60, **kwargs
+        )  # type: ignore[arg-type]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
@@ -35,7 +36,10 @@ async def test_tei_raw_scores_are_the_logits(make_clients) -> None:
     data, _, _ = await make_clients()
     base = {"query": "what is AI", "texts": AI_DOCS}
     probs = {i["index"]: i["score"] for i in await (await data.post("/rerank", json=base)).json()}
-    raw = {i["index"]: i["score"] for i in await (await data.post("/rerank", json={**base, "raw_scores": True})).json()}
+    raw = {
+        i["index"]: i["score"]
+        for i in await (await data.post("/rerank", json={**base, "raw_scores": True})).json()
+    }
     for i in range(3):
         assert probs[i] == pytest.approx(1 / (1 + np.exp(-raw[i])), abs=1e-6)
     assert "text" not in (await (await data.post("/rerank", json=base)).json())[0]
@@ -89,7 +93,7 @@ async def test_info_health_ready_metrics(make_clients) -> None:
     text = await (await data.get("/metrics")).text()
     assert 'hotswap_requests_total{route="/rerank",status="200"}' in text
     assert "hotswap_batch_size_bucket" in text
-    assert 'hotswap_active_model_info{' in text and 'version="v1"' in text
+    assert "hotswap_active_model_info{" in text and 'version="v1"' in text
 
 
 async def test_empty_server_is_not_ready_and_refuses_scoring_with_503(make_clients) -> None:
@@ -151,22 +155,25 @@ async def test_limits_documents_body_and_tokens_are_413(make_clients) -> None:
 
 
 async def test_queue_full_is_429_and_nothing_else_fails(make_clients) -> None:
-    data, _, state = await make_clients(max_queue_pairs=8, max_batch_size=2)
+    data, _, state = await make_clients(max_queue_pairs=6, max_batch_size=2)
     # Hold the model thread so requests pile up deterministically.
-    gate = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    blocker = loop.run_in_executor(state.engine.model_thread, lambda: asyncio.run_coroutine_threadsafe(gate.wait(), loop).result())
-    tasks = [asyncio.create_task(data.post("/rerank", json={"query": "q", "texts": ["a", "b", "c"]})) for _ in range(5)]
-    async with asyncio.timeout(10):
-        while state.engine.waiting_pairs < 6:
-            await asyncio.sleep(0.01)
-    over = await data.post("/rerank", json={"query": "q", "texts": ["a", "b", "c"]})
-    assert over.status == 429
-    assert (await over.json())["error_type"] == "Overloaded"
-    gate.set()
-    await blocker
-    statuses = sorted([(await t).status for t in tasks])
-    assert statuses.count(200) >= 2 and set(statuses) <= {200, 429}
+    gate = threading.Event()
+    blocker = asyncio.get_running_loop().run_in_executor(state.engine.model_thread, gate.wait, 30)
+    body = {"query": "q", "texts": ["a", "b", "c"]}
+    tasks = []
+    try:
+        for waiting in (1, 4):  # the engine takes a first batch of 2 pairs off the queue at once
+            tasks.append(asyncio.create_task(data.post("/rerank", json=body)))
+            async with asyncio.timeout(10):
+                while state.engine.waiting_pairs != waiting:
+                    await asyncio.sleep(0.005)
+        over = await data.post("/rerank", json=body)  # 4 waiting + 3 > 6
+        assert over.status == 429
+        assert (await over.json())["error_type"] == "Overloaded"
+    finally:
+        gate.set()
+        await blocker
+    assert [(await t).status for t in tasks] == [200, 200]
 
 
 async def test_unknown_route_and_method_are_json_errors(make_clients) -> None:
@@ -191,7 +198,9 @@ async def test_admin_needs_the_token(make_clients) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}):
         r = await admin.get("/admin/v1/state", headers=headers)
         assert r.status == 401
-        r = await admin.post("/admin/v1/preload", json={"version": "v2", "path": "tiny-xlmr-v2"}, headers=headers)
+        r = await admin.post(
+            "/admin/v1/preload", json={"version": "v2", "path": "tiny-xlmr-v2"}, headers=headers
+        )
         assert r.status == 401
     assert state.swaps.staged is None
     assert (await admin.get("/admin/v1/state", headers=AUTH)).status == 200
