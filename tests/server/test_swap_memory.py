@@ -58,7 +58,7 @@ async def test_inplace_keeps_storage_and_memory_over_50_swaps(make_clients, test
 
 
 async def test_double_swap_routes_to_a_new_module_without_pause(make_clients) -> None:
-    data, admin, state = await make_clients(model="tiny-xlmr-v1", swap_mode="double")
+    _data, admin, state = await make_clients(model="tiny-xlmr-v1", swap_mode="double")
     old_module = state.swaps.active.module
     await admin.post("/admin/v1/preload", json={"version": "v2", "path": "tiny-xlmr-v2"}, headers=AUTH)
     swap = await (await admin.post("/admin/v1/activate", json={"version": "v2"}, headers=AUTH)).json()
@@ -68,7 +68,7 @@ async def test_double_swap_routes_to_a_new_module_without_pause(make_clients) ->
 
 
 async def test_other_architecture_is_a_full_replace(make_clients) -> None:
-    data, admin, state = await make_clients(model="tiny-xlmr-v1", swap_mode="inplace")
+    data, admin, _state = await make_clients(model="tiny-xlmr-v1", swap_mode="inplace")
     r = await admin.post(
         "/admin/v1/preload", json={"version": "wide", "path": "tiny-xlmr-wide-v1"}, headers=AUTH
     )

@@ -101,7 +101,6 @@ async def test_swaps_under_load_fail_nothing_and_never_mix_versions(
     assert [s["mode"] for s in swaps] == [mode] * SWAPS
     assert all(s["pauseMs"] >= 0 for s in swaps)
     assert [s["active"]["version"] for s in swaps] == ["v2", "v1", "v2", "v1", "v2", "v1"]
-    statuses = [status for _, status, _, _ in seen]
     failures = [(s, body) for _, s, _, body in seen if s != 200]
     assert not failures, f"non-2xx responses: {failures[:3]}"
     versions = {v for _, _, v, _ in seen}
