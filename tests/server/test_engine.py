@@ -1,0 +1,123 @@
+"""The batching engine with stand-in runners: pinning, pauses, bucketing, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from hotswap_server.engine import Engine, Slot
+from hotswap_server.errors import NotReady
+from hotswap_server.metrics import ServerMetrics
+
+
+class FakeRunner:
+    """Scores every pair with a constant; can hold the model thread at a batch boundary."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+        self.batches: list[list[str]] = []
+        self.hold = threading.Event()
+        self.hold.set()
+        self.entered = threading.Event()
+
+    def score(self, queries: list[str], docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        self.entered.set()
+        self.hold.wait(10)
+        self.batches.append(list(docs))
+        return np.full(len(docs), self.value, dtype=np.float32), np.ones(len(docs), dtype=np.int64)
+
+
+def _slot(version: str, runner: FakeRunner) -> Slot:
+    slot = Slot(SimpleNamespace(version=version, kind="cross-encoder"), runner)  # type: ignore[arg-type]
+    slot.idle.set()
+    return slot
+
+
+@pytest.fixture
+async def engine():  # type: ignore[no-untyped-def]
+    e = Engine(max_batch_size=4, max_queue_pairs=1000, metrics=ServerMetrics())
+    e.start()
+    yield e
+    await e.stop()
+
+
+async def test_a_job_larger_than_a_batch_finishes_on_the_version_it_started_on(engine: Engine) -> None:
+    old, new = FakeRunner(1.0), FakeRunner(2.0)
+    slot = _slot("v1", old)
+    engine.set_active(slot)
+    old.hold.clear()
+    job = asyncio.create_task(engine.score("q", [f"d{i}" for i in range(10)]))
+    await asyncio.to_thread(old.entered.wait, 10)  # first batch of 4 is on the model thread
+
+    def swap() -> None:
+        slot.runner = new
+        slot.loaded = SimpleNamespace(version="v2", kind="cross-encoder")  # type: ignore[assignment]
+
+    swapping = asyncio.create_task(engine.exclusive(swap))
+    late = asyncio.create_task(engine.score("q", ["late"]))  # arrives during the pause
+    await asyncio.sleep(0)
+    old.hold.set()
+    scored = await job
+    _, pause = await swapping
+    assert scored.version == "v1" and np.all(scored.raw == 1.0)  # all 10 pairs on v1, in 3 batches
+    assert sum(len(b) for b in old.batches) == 10
+    late_scored = await late
+    assert late_scored.version == "v2" and late_scored.raw.tolist() == [2.0]
+    assert pause > 0
+
+
+async def test_double_mode_old_slot_finishes_its_jobs(engine: Engine) -> None:
+    a, b = FakeRunner(1.0), FakeRunner(2.0)
+    engine.set_active(_slot("v1", a))
+    a.hold.clear()
+    job = asyncio.create_task(engine.score("q", [f"d{i}" for i in range(8)]))
+    await asyncio.to_thread(a.entered.wait, 10)
+    old = engine.set_active(_slot("v2", b))
+    fresh = asyncio.create_task(engine.score("q", ["x"]))
+    a.hold.set()
+    assert (await job).version == "v1"
+    assert (await fresh).version == "v2"
+    assert old is not None
+    await asyncio.wait_for(Engine.wait_idle(old), 5)
+
+
+async def test_batches_bucket_by_length_without_starving_the_oldest(engine: Engine) -> None:
+    r = FakeRunner(0.0)
+    r.hold.clear()
+    engine.set_active(_slot("v1", r))
+    first = asyncio.create_task(engine.score("q", ["seed"]))
+    await asyncio.to_thread(r.entered.wait, 10)
+    docs = ["x" * n for n in (500, 1, 400, 2, 300, 3, 200, 4)]
+    job = asyncio.create_task(engine.score("q", docs))
+    await asyncio.sleep(0.05)
+    r.hold.set()
+    await first
+    await job
+    short = [b for b in r.batches if "seed" not in b]
+    assert short[0] == ["x" * 200, "x" * 300, "x" * 400, "x" * 500]  # the window holding the oldest pair
+    assert short[1] == ["x", "xx", "xxx", "xxxx"]
+
+
+async def test_no_model_and_closing_are_503(engine: Engine) -> None:
+    with pytest.raises(NotReady):
+        await engine.score("q", ["a"])
+    engine.set_active(_slot("v1", FakeRunner(0.0)))
+    assert (await engine.score("q", ["a"])).version == "v1"
+    assert await engine.drain(5)
+    with pytest.raises(NotReady):
+        await engine.score("q", ["a"])
+
+
+async def test_a_failing_forward_fails_only_its_jobs(engine: Engine) -> None:
+    class Broken(FakeRunner):
+        def score(self, queries, docs):  # type: ignore[no-untyped-def]
+            raise RuntimeError("CUDA out of memory")
+
+    engine.set_active(_slot("v1", Broken(0.0)))
+    with pytest.raises(Exception, match="model forward failed: RuntimeError"):
+        await engine.score("q", ["a"])
+    engine.set_active(_slot("v1", FakeRunner(1.0)))
+    assert (await engine.score("q", ["a"])).raw.tolist() == [1.0]
