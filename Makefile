@@ -22,9 +22,11 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/python -m hotswap_server.demo $(DEMO_ARGS)
 
+LINT_PATHS := $(wildcard server operator tests bench e2e)
+
 lint: setup
-	$(VENV)/bin/ruff check server operator tests bench e2e
-	$(VENV)/bin/ruff format --check server operator tests bench e2e
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 typecheck: setup
 	$(VENV)/bin/mypy server/hotswap_server server/hotswap_agent operator/hotswap_operator
