@@ -155,6 +155,17 @@ def _max_length(config: Any, tokenizer: Any, cap: int | None) -> int:
     return min(limit, cap) if cap else limit
 
 
+def _st_max_seq_length(folder: Path, cap: int | None) -> int | None:
+    """sentence-transformers folders state the length they were trained for; honour it."""
+    path = folder / "sentence_bert_config.json"
+    if not path.exists():
+        return cap
+    value = _read_json(path).get("max_seq_length")
+    if not isinstance(value, int) or value < 8:
+        return cap
+    return min(value, cap) if cap else value
+
+
 def _build_skeleton(config: Any, kind: ModelKind, tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
     with no_init_weights():
         if kind == "cross-encoder":
@@ -277,7 +288,7 @@ def load_version(
         module=module,
         tokenizer=tokenizer,
         admission_tokenizer=copy.deepcopy(tokenizer),
-        max_length=_max_length(config, tokenizer, max_input_length),
+        max_length=_max_length(config, tokenizer, _st_max_seq_length(folder, max_input_length)),
         pooling=pooling,
         normalize=normalize,
     )
