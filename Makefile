@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test lint typecheck unit bench crds clean
+.PHONY: setup demo demo-server test lint typecheck unit bench crds clean
 
 setup: $(STAMP)
 
@@ -20,9 +20,12 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/python -m hotswap_server.demo $(DEMO_ARGS)
+	$(VENV)/bin/python -m demo.server_demo $(DEMO_ARGS)
 
-LINT_PATHS := $(wildcard server operator tests bench e2e)
+demo-server: setup
+	$(VENV)/bin/python -m demo.server_demo $(DEMO_ARGS)
+
+LINT_PATHS := $(wildcard server operator tests bench e2e demo)
 
 lint: setup
 	$(VENV)/bin/ruff check $(LINT_PATHS)
