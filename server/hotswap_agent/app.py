@@ -23,6 +23,7 @@ from hotswap_agent.bodies import parse_stage, parse_verify, parse_version
 from hotswap_agent.boot import BootLoop
 from hotswap_agent.errors import AgentError, BadRequest, Unauthorized
 from hotswap_agent.metrics import CONTENT_TYPE
+from hotswap_agent.openapi import openapi_document
 from hotswap_agent.operations import Operation
 from hotswap_agent.settings import Settings
 
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", Settings)
 AGENT = web.AppKey("agent", Agent)
-PUBLIC_PATHS = frozenset({"/healthz", "/metrics"})
+PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json"})
 MAX_BODY = 1 << 20
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -101,6 +102,10 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=request.app[AGENT].metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
 async def status(request: web.Request) -> web.Response:
     return web.json_response(await request.app[AGENT].status())
 
@@ -134,6 +139,7 @@ async def verify(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/v1/status", status)
     app.router.add_post("/v1/stage", stage)
     app.router.add_post("/v1/preload", preload)

@@ -14,6 +14,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from .engine import Scored
 from .errors import MalformedRequest, NotReady, PayloadTooLarge, ValidationError
+from .openapi import openapi_document
 from .scoring import clip_documents, to_relevance, token_lengths
 from .state import STATE, ServerState
 from .wire import CohereRerankRequest, TeiRerankRequest, f32, pydantic_message, ranked
@@ -152,6 +153,11 @@ async def info(request: web.Request) -> web.Response:
             "swapMode": s.swap_mode,
         }
     )
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
 
 
 @routes.get("/healthz")

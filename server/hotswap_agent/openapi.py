@@ -1,0 +1,145 @@
+"""The agent's OpenAPI 3.1 document, served at ``GET /openapi.json`` (no token: it holds no secrets)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import __version__
+
+_VERSION = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
+_SHA = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
+_ERROR = {
+    "type": "object",
+    "required": ["error", "error_type"],
+    "properties": {
+        "error": {"type": "string"},
+        "error_type": {"type": "string"},
+        "operation": {"type": "object"},
+    },
+}
+_OPERATION = {
+    "type": "object",
+    "required": ["id", "kind", "state"],
+    "properties": {
+        "id": {"type": "string"},
+        "kind": {"type": "string", "enum": ["stage", "preload", "activate", "verify", "rollback", "boot"]},
+        "version": {"type": ["string", "null"]},
+        "state": {"type": "string", "enum": ["running", "succeeded", "failed"]},
+        "step": {"type": ["string", "null"]},
+        "progress": {
+            "type": "object",
+            "properties": {"bytesDone": {"type": "integer"}, "bytesTotal": {"type": ["integer", "null"]}},
+        },
+        "error": {"type": ["string", "null"]},
+        "errorType": {"type": ["string", "null"]},
+        "result": {"type": ["object", "null"]},
+        "startedAt": {"type": "string"},
+        "finishedAt": {"type": ["string", "null"]},
+    },
+}
+_VERSION_DIGEST = {
+    "type": ["object", "null"],
+    "properties": {"version": {"type": "string"}, "digest": {"type": ["string", "null"]}},
+}
+_STATUS = {
+    "type": "object",
+    "required": ["pod", "active", "previous", "staged", "onDisk", "operation", "lastError", "server"],
+    "properties": {
+        "pod": {"type": ["string", "null"]},
+        "active": _VERSION_DIGEST,
+        "previous": _VERSION_DIGEST,
+        "staged": _VERSION_DIGEST,
+        "onDisk": {"type": "array", "items": _VERSION_DIGEST},
+        "operation": {"oneOf": [_OPERATION, {"type": "null"}]},
+        "lastError": {"type": ["object", "string", "null"]},
+        "lastActivation": {"type": ["object", "null"]},
+        "lastVerify": {"type": ["object", "null"]},
+        "history": {"type": "array", "items": {"type": "object"}},
+        "boot": {"type": "object"},
+        "server": {"type": "object"},
+    },
+}
+
+
+def _op(summary: str, body: dict[str, Any]) -> dict[str, Any]:
+    answer = {"application/json": {"schema": {"type": "object", "properties": {"operation": _OPERATION}}}}
+    err = {"application/json": {"schema": _ERROR}}
+    return {
+        "post": {
+            "summary": summary,
+            "security": [{"bearer": []}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+            "responses": {
+                "200": {"description": "This operation already succeeded and still holds", "content": answer},
+                "202": {"description": "Started, or this same operation is running", "content": answer},
+                "400": {"description": "Malformed body", "content": err},
+                "401": {"description": "Missing or wrong token", "content": err},
+                "403": {"description": "Source outside the allow-list", "content": err},
+                "404": {"description": "Version not on disk", "content": err},
+                "409": {"description": "Another operation is running", "content": err},
+                "422": {"description": "Invalid version or source", "content": err},
+            },
+        }
+    }
+
+
+def _version_body(**extra: Any) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["version", *[k for k in extra if k == "uri"]],
+        "additionalProperties": False,
+        "properties": {"version": _VERSION, **extra},
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    canary = {
+        "type": "object",
+        "required": ["query", "documents"],
+        "properties": {
+            "query": {"type": "string"},
+            "documents": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 256},
+            "expectTop": {"type": "integer", "minimum": 0},
+        },
+    }
+    verify_body = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "canary": {"type": "array", "items": canary, "maxItems": 16},
+            "expectVersion": _VERSION,
+        },
+    }
+    plain = {"200": {"description": "OK"}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "hotswap-agent",
+            "version": __version__,
+            "description": "Sidecar control API for the operator. Everything but /healthz, /metrics and "
+            "/openapi.json needs the bearer token. Long operations answer 202 and are polled through /v1/status.",
+        },
+        "paths": {
+            "/v1/status": {
+                "get": {
+                    "summary": "Versions, the operation in progress, the server's state",
+                    "security": [{"bearer": []}],
+                    "responses": {
+                        "200": {"description": "OK", "content": {"application/json": {"schema": _STATUS}}}
+                    },
+                }
+            },
+            "/v1/stage": _op(
+                "Fetch a version from an allowed source, verify its digest, rename it into place",
+                _version_body(uri={"type": "string"}, sha256=_SHA),
+            ),
+            "/v1/preload": _op("Have the server load and validate a staged version", _version_body()),
+            "/v1/activate": _op("Have the server swap a preloaded version in", _version_body()),
+            "/v1/verify": _op("Score canaries through the data plane and check them", verify_body),
+            "/v1/rollback": _op("Go back to a version on disk", _version_body()),
+            "/healthz": {"get": {"summary": "Process alive", "responses": plain}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": plain}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": plain}},
+        },
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }
