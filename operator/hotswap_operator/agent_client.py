@@ -50,6 +50,10 @@ class OperationFailed(AgentError):
         self.result = result
 
 
+# Operation failures that say "not now" rather than "no": retried until the step's deadline.
+TRANSIENT_ERROR_TYPES = frozenset({"server_unavailable", "cancelled", "operation_in_progress"})
+
+
 class Deadline(AgentError):
     """The step did not finish within its bound."""
 
@@ -136,6 +140,10 @@ class AgentClient:
                 last: AgentError = exc  # another operation runs: wait for the agent to be idle
             except AgentUnreachable as exc:
                 last = exc
+            except OperationFailed as exc:
+                if exc.error_type not in TRANSIENT_ERROR_TYPES:
+                    raise
+                last = exc  # e.g. the server is still starting: run the operation again
             if time.monotonic() + delay > deadline:
                 raise Deadline(f"{kind} did not finish within {timeout:.0f}s: {last.message}")
             await asyncio.sleep(delay)
@@ -148,7 +156,7 @@ class AgentClient:
             if seen.state == "succeeded":
                 return seen.result or {}
             if seen.state == "failed":
-                raise OperationFailed(seen.error or f"{op.kind} failed", None, seen.result)
+                raise OperationFailed(seen.error or f"{op.kind} failed", seen.error_type, seen.result)
             if time.monotonic() + delay > deadline:
                 raise Deadline(
                     f"{op.kind} {op.version or ''} still running at the deadline".replace("  ", " ")
@@ -163,11 +171,6 @@ class AgentClient:
             if found is None:
                 raise AgentUnreachable(f"operation {op.id} vanished (the agent restarted?)")
             seen = found
-            if seen.state == "failed":
-                error_type = (
-                    status.get("operation", {}).get("errorType") if isinstance(status, dict) else None
-                )
-                raise OperationFailed(seen.error or f"{op.kind} failed", error_type, seen.result)
 
     # -- plumbing
 

@@ -28,6 +28,7 @@ class Operation(_Lenient):
     version: str | None = None
     state: str | None = None  # running | succeeded | failed
     error: str | None = None
+    error_type: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
     result: dict[str, Any] | None = None
@@ -47,6 +48,7 @@ class AgentStatus(_Lenient):
     last_error: Any = None
     activated_at: str | None = None
     history: list[dict[str, Any]] = Field(default_factory=list)
+    server: dict[str, Any] | None = None
 
     @field_validator("active", "previous", "staged", mode="before")
     @classmethod
@@ -68,6 +70,11 @@ class AgentStatus(_Lenient):
     @property
     def active_version(self) -> str | None:
         return self.active.version if self.active else None
+
+    @property
+    def server_reachable(self) -> bool:
+        """Whether the agent can reach its server's admin plane (unknown counts as yes)."""
+        return self.server is None or self.server.get("reachable", True) is not False
 
     @property
     def busy(self) -> bool:
@@ -110,6 +117,6 @@ class PodView:
         A pod that is not ready while serving a model is waited for, never swapped blindly; an
         empty server (first rollout, failed boot) is not ready by definition and has nothing to lose.
         """
-        if not self.running or self.agent is None or self.agent.busy:
+        if not self.running or self.agent is None or self.agent.busy or not self.agent.server_reachable:
             return False
         return self.ready or self.agent.active is None

@@ -505,6 +505,8 @@ class _Planner:
             return PodState.NOT_READY, why
         if pod.agent is None:
             return PodState.UNREACHABLE, pod.agent_error or "agent does not answer"
+        if not pod.agent.server_reachable:
+            return PodState.NOT_READY, "its server is not up yet (the agent cannot reach it)"
         if pod.agent.busy:
             op = pod.agent.operation
             assert op is not None

@@ -93,6 +93,18 @@ class Runtime:
                 self.wake(key)
 
 
+async def sleep_or_wake(event: asyncio.Event, delay: float) -> None:
+    """Sleep up to ``delay`` seconds, less if ``event`` is set.
+
+    ``asyncio.timeout`` rather than ``asyncio.wait_for``: on Python 3.11 ``wait_for`` can swallow a
+    cancellation that lands as the inner wait completes (python/cpython#86296), which left a
+    cancelled task looping forever here.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(delay):
+            await event.wait()
+
+
 class Superseded(Exception):
     """The spec changed (or the resource went away) while actions ran."""
 
@@ -124,8 +136,7 @@ class Reconciler:
                     delay = min(self.cfg.retry_backoff_max, 0.5 * 2**self._failures)
                     self.log.warning(f"reconcile failed ({exc}); retrying in {delay:.1f}s")
                 if delay > 0:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(wake.wait(), timeout=delay)
+                    await sleep_or_wake(wake, delay)
         finally:
             self.rt.wakers.pop(self.key, None)
             self.rt.selectors.pop(self.key, None)
@@ -238,15 +249,13 @@ class Reconciler:
                 work.result()
         finally:
             watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Superseded):
-                await watcher
+            await asyncio.wait({watcher}, timeout=5)
 
     async def _watch_spec(self, fingerprint: str) -> None:
         """Returns when the resource's spec no longer has ``fingerprint`` (or it is gone)."""
         wake = self.rt.waker(self.key)
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=max(self.cfg.poll_interval, 0.2))
+            await sleep_or_wake(wake, max(self.cfg.poll_interval, 0.2))
             wake.clear()
             try:
                 obj = await self.rt.kube.get(self.path)
