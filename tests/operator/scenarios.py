@@ -19,7 +19,7 @@ import aiohttp
 from hotswap_operator.localcluster.cluster import LocalCluster
 from hotswap_operator.localcluster.load import LoadReport
 from hotswap_operator.models import HistoryResult, Phase, RerankerModelStatus, Step
-from hotswap_operator.timeutil import parse
+from hotswap_operator.timeutil import iso, now, parse
 
 MODEL_FOLDERS = {
     "v1": "tiny-xlmr-v1",
@@ -131,9 +131,19 @@ class Fleet:
             await asyncio.sleep(0.05)
 
 
-def ops(agent: dict[str, Any], kind: str | tuple[str, ...], version: str) -> list[dict[str, Any]]:
+def ops(
+    agent: dict[str, Any], kind: str | tuple[str, ...], version: str, since: str | None = None
+) -> list[dict[str, Any]]:
+    """The agent's operations of ``kind`` on ``version`` (started at or after ``since``)."""
     kinds = (kind,) if isinstance(kind, str) else kind
-    return [o for o in agent.get("history", []) if o.get("kind") in kinds and o.get("version") == version]
+    start = parse(since)
+    return [
+        o
+        for o in agent.get("history", [])
+        if o.get("kind") in kinds
+        and o.get("version") == version
+        and (start is None or (parse(o.get("startedAt")) or start) >= start)
+    ]
 
 
 def assert_no_failures(report: LoadReport) -> None:
@@ -296,25 +306,24 @@ async def _assert_rolled_back(fleet: Fleet, st: RerankerModelStatus, good: str) 
 
 
 async def spec_change_mid_rollout(fleet: Fleet) -> LoadReport:
-    """v2 is replaced by v3 after its first pod: v2 is superseded, v3 rolls out to every pod."""
+    """v2 is replaced by v4 after its first pod: v2 is superseded, v4 rolls out to every pod."""
     c = fleet.cluster
     await fleet.baseline("v1")
+    started = iso(now())
     async with c.load() as load:
         await fleet.set_model("v2", fleet.publish("v2", "v2"), rollout={"pauseSeconds": 3})
         await c.wait_for_status(first_pod_done("v2"), timeout=fleet.timeout, what="one pod on v2")
-        await fleet.set_model("v3", fleet.publish("v3", "v1"))
-        st = await c.wait_ready("v3", timeout=fleet.timeout * 2)
+        await fleet.set_model("v4", fleet.publish("v4", "v1"))
+        st = await c.wait_ready("v4", timeout=fleet.timeout * 2)
     assert_no_failures(load.report())
     results = [(h.version, h.result) for h in st.history]
-    assert ("v2", HistoryResult.SUPERSEDED) in results and results[-1] == ("v3", HistoryResult.SUCCEEDED), (
-        results
-    )
-    assert st.last_good_version == "v3"
+    assert ("v2", HistoryResult.SUPERSEDED) in results, results
+    assert results[-1] == ("v4", HistoryResult.SUCCEEDED), results
+    assert st.last_good_version == "v4"
     agents = await fleet.agents()
-    assert set((await fleet.actives()).values()) == {"v3"}
-    assert not ops(agents["reranker-2"], ("activate", "rollback"), "v2"), (
-        "the superseded rollout never got further"
-    )
+    assert set((await fleet.actives()).values()) == {"v4"}
+    moved = ops(agents["reranker-2"], ("activate", "rollback"), "v2", since=started)
+    assert not moved, "the superseded rollout never got further"
     return load.report()
 
 
@@ -384,9 +393,9 @@ async def manual_rollback_by_annotation(fleet: Fleet) -> LoadReport:
     async with c.load() as load:
         await fleet.set_model("v2", fleet.publish("v2", "v2"))
         await c.wait_ready("v2", timeout=fleet.timeout * 2)
-        # v2 is now last-good; roll v3, then undo it by hand: back to v2, the good version before.
-        await fleet.set_model("v3", fleet.publish("v3", "v1"))
-        await c.wait_ready("v3", timeout=fleet.timeout * 2)
+        # v2 is now last-good; roll v5, then undo it by hand: back to v2, the good version before.
+        await fleet.set_model("v5", fleet.publish("v5", "v1"))
+        await c.wait_ready("v5", timeout=fleet.timeout * 2)
         await c.kubectl("annotate", "rrm", c.model, "hotswap.dev/rollback=true")
         await c.wait_for_status(
             lambda st: st.target_version == "v2", timeout=fleet.timeout, what="spec back on v2"
