@@ -184,7 +184,7 @@ class RolloutSpec(_Model):
     )
     pause_seconds: int = Field(default=0, ge=0, le=3600, description="Pause between two pods.")
     canary: list[CanaryCase] = Field(
-        default_factory=list, max_length=32, description="Pairs every swapped pod must score as expected."
+        default_factory=list, max_length=16, description="Pairs every swapped pod must score as expected."
     )
     analysis: Analysis = Field(default_factory=Analysis, description="Soak analysis after each pod.")
 
