@@ -70,6 +70,7 @@ class Action:
     baseline: tuple[float, float] | None = None
     max_error_rate: float = 0.0
     timeout: float = 300.0
+    then_verify: bool = False  # activate, then verify in the same step (one reconcile round per pod)
 
     @property
     def step(self) -> Step:
@@ -90,7 +91,7 @@ class Outcome:
     step: Step
     error: str = ""
     digest: str | None = None
-    swap: dict[str, Any] | None = None
+    swap: dict[str, Any] | None = None  # set when the pod swapped (even if its verify then failed)
     metrics: tuple[float, float] | None = None
 
 
@@ -315,6 +316,13 @@ class _Planner:
             action = self._towards(pod, target, self._target_ref(), purpose)
             if action is None:  # no way to get the version (no source): reported in _towards
                 return
+            if action.kind in (Kind.ACTIVATE, Kind.REACTIVATE):
+                action = dataclasses.replace(
+                    action,
+                    then_verify=True,
+                    canary=tuple(rollout_spec.canary),
+                    sample_metrics=purpose is Purpose.ROLLOUT and rollout_spec.analysis.soak_seconds > 0,
+                )
             self.actions.append(action)
             state = (
                 PodState.ACTIVATING if action.kind in (Kind.ACTIVATE, Kind.REACTIVATE) else PodState.STAGING
@@ -696,6 +704,17 @@ def record(
         pod = pod.model_copy(update={"state": state, "message": message, "since": since, **extra})
         pods[action.pod] = pod
 
+    if outcome.swap is not None and action.then_verify:
+        swapped = _swap_record(outcome, stamp)
+        events.append(
+            EventSpec(
+                "Normal",
+                "Activated",
+                f"Pod {action.pod} now serves {action.version} ({_swap_detail(swapped)})",
+            )
+        )
+        pod = pod.model_copy(update={"last_swap": swapped})
+        pods[action.pod] = pod
     if not outcome.ok:
         reason = outcome.error or "failed"
         if action.purpose is Purpose.ROLLOUT and r.phase in ACTIVE_PHASES:
@@ -747,10 +766,12 @@ def _advance(
         digest = f" (digest {outcome.digest[:12]})" if outcome.digest else ""
         events.append(EventSpec("Normal", "Preloaded", f"{what} {version} on pod {pod}{digest}"))
         return r, (PodState.PRELOADED, "", {}), events
+    if action.kind in (Kind.ACTIVATE, Kind.REACTIVATE) and action.then_verify:
+        # The Activated event and lastSwap were recorded by record(); go on with the verify part.
+        return _advance(spec, r, dataclasses.replace(action, kind=Kind.VERIFY), outcome, now)
     if action.kind in (Kind.ACTIVATE, Kind.REACTIVATE):
-        swap = dict(outcome.swap or {})
-        swap.setdefault("at", stamp)
-        detail = ", ".join(f"{k} {v}" for k, v in swap.items() if k in ("mode", "pauseMs"))
+        swap = _swap_record(outcome, stamp)
+        detail = _swap_detail(swap)
         if action.purpose is Purpose.ROLLBACK:
             events.append(EventSpec("Normal", "PodRolledBack", f"Pod {pod} back on {version} ({detail})"))
             return r, (PodState.ROLLED_BACK, "", {"last_swap": swap}), events
@@ -775,6 +796,16 @@ def _advance(
     # SOAK passed
     events.append(EventSpec("Normal", "SoakPassed", f"Pod {pod} passed its soak on {version}"))
     return _mark_done(spec, r, pod, now), (PodState.READY, "", {}), events
+
+
+def _swap_record(outcome: Outcome, stamp: str) -> dict[str, Any]:
+    swap = dict(outcome.swap or {})
+    swap.setdefault("at", stamp)
+    return swap
+
+
+def _swap_detail(swap: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in swap.items() if k in ("mode", "pauseMs"))
 
 
 def _mark_done(spec: RerankerModelSpec, r: RolloutStatus, pod: str, now: datetime.datetime) -> RolloutStatus:

@@ -287,6 +287,7 @@ class Reconciler:
                 step = Step.PRELOAD
                 loaded = await agents.run(ip, "preload", {"version": v}, timeout=action.timeout)
                 return Outcome(ok=True, step=step, digest=loaded.get("digest") or digest)
+            swap: dict[str, Any] | None = None
             if action.kind in (Kind.ACTIVATE, Kind.REACTIVATE):
                 op = "activate" if action.kind is Kind.ACTIVATE else "rollback"
                 result = await agents.run(ip, op, {"version": v}, timeout=action.timeout)
@@ -296,12 +297,19 @@ class Reconciler:
                     if result.get(k) is not None
                 }
                 swap["at"] = iso(now())
-                return Outcome(ok=True, step=step, swap=swap)
-            if action.kind is Kind.VERIFY:
+                if not action.then_verify:
+                    return Outcome(ok=True, step=step, swap=swap)
+                step = Step.VERIFY
+            if action.kind is Kind.VERIFY or action.then_verify:
                 canary = [c.wire() for c in action.canary]
-                await agents.run(ip, "verify", {"canary": canary, "expectVersion": v}, timeout=action.timeout)
+                try:
+                    await agents.run(
+                        ip, "verify", {"canary": canary, "expectVersion": v}, timeout=action.timeout
+                    )
+                except AgentError as exc:
+                    return Outcome(ok=False, step=Step.VERIFY, error=exc.message, swap=swap)
                 metrics = await agents.server_metrics(ip) if action.sample_metrics else None
-                return Outcome(ok=True, step=step, metrics=metrics)
+                return Outcome(ok=True, step=Step.VERIFY, metrics=metrics, swap=swap)
             return await self._soak(action)
         except AgentError as exc:
             return Outcome(ok=False, step=step, error=exc.message)

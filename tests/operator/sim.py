@@ -157,7 +157,12 @@ class Sim:
             pod.previous, pod.active = pod.active, v
             self.clock += 1
             pod.activations.append((v, self.clock))
-            return Outcome(ok=True, step=action.step, swap={"mode": "inplace", "pauseMs": 3})
+            swap = {"mode": "inplace", "pauseMs": 3}
+            if not action.then_verify:
+                return Outcome(ok=True, step=action.step, swap=swap)
+            if err := fail(Step.VERIFY):
+                return Outcome(ok=False, step=Step.VERIFY, error=err, swap=swap)
+            return Outcome(ok=True, step=Step.VERIFY, metrics=(100.0, 0.0), swap=swap)
         if action.kind is Kind.VERIFY:
             assert pod.active == v, "verify of a version that is not active"
             if err := fail(Step.VERIFY):

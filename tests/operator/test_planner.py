@@ -46,10 +46,10 @@ def test_rollout_v1_to_v2_prefetches_then_moves_one_pod_at_a_time() -> None:
     assert len(prepares) == 3 and len(activates) == 3
     assert max(prepares) < min(activates), "every pod is prefetched before the first swap"
     assert activation_order(sim, "v2") == ["pod-1", "pod-2", "pod-3"]
-    # Verify of pod k comes before the activation of pod k+1.
-    for k in range(2):
-        verify = kinds.index((Kind.VERIFY, f"pod-{k + 1}"))
-        assert verify < kinds.index((Kind.ACTIVATE, f"pod-{k + 2}"))
+    # Each swap is verified in the same step, and pod k is verified before pod k+1 swaps.
+    assert all(a.then_verify for a in sim.actions if a.kind is Kind.ACTIVATE)
+    log = [(e.reason, e.message.split()[1]) for e in sim.events if e.reason in ("Activated", "Verified")]
+    assert log == [(r, f"pod-{k}") for k in (1, 2, 3) for r in ("Activated", "Verified")]
     assert all(len(p.activations) == 1 for p in sim.pods.values()), "no pod swapped twice"
     assert sim.status.last_good_version == "v2" and sim.boot is not None and sim.boot.version == "v2"
     assert [e.reason for e in sim.events].count("Activated") == 3

@@ -1,0 +1,135 @@
+"""Operator rollout benchmark: a full v1 -> v2 rollout on the local cluster, for N real pods.
+
+``run(pods)`` starts a local cluster (the kmock API server, ``pods`` real ``hotswap-server`` +
+``hotswap-agent`` pairs on loopback addresses, the real operator), brings every pod up on v1, puts
+client load on the Service, applies v2 and times the rollout until ``Ready`` says every pod serves
+it. The models are the MiniLM-sized cross-encoders (``minilm-ce-v1`` / ``-v2``, 87 MiB of weights)
+so staging and preloading cost what they cost on a real model; ``model="tiny-xlmr"`` measures the
+operator's own per-step overhead instead.
+
+Every pod of the local cluster shares this machine's CPUs: the prefetch (stage + preload on every
+pod at once) is CPU-bound and cannot run N times in parallel on 2 cores as it does on N nodes.
+``prefetch_s`` and ``swap_phase_s`` separate the parallel part from the one-pod-at-a-time part, and
+``dedicated_estimate_s`` (the one-pod prefetch time measured by the slowest agent operation chain
+divided out, see below) shows what the same rollout takes when each pod has its own CPU.
+
+    python -c "from bench.rollout_bench import run; print(run(3))"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS = {"minilm-ce": ("minilm-ce-v1", "minilm-ce-v2"), "tiny-xlmr": ("tiny-xlmr-v1", "tiny-xlmr-v2")}
+
+
+def run(pods: int, *, model: str = "minilm-ce", load: bool = True, timeout: float = 900.0) -> dict[str, Any]:
+    """Time one v1 -> v2 rollout over ``pods`` real pods; a flat dict of figures (seconds, counts)."""
+    return asyncio.run(_run(pods, model, load, timeout))
+
+
+async def _run(pods: int, model: str, with_load: bool, timeout: float) -> dict[str, Any]:
+    from hotswap_operator.localcluster.cluster import LocalCluster
+    from hotswap_operator.timeutil import parse
+
+    from bench.models import testmodels
+
+    v1_name, v2_name = MODELS[model]
+    root = testmodels([v1_name, v2_name])
+    async with LocalCluster(pods=pods, flavour="real") as cluster:
+        v1 = cluster.publish("v1", root / v1_name)
+        v2 = cluster.publish("v2", root / v2_name)
+        started = time.monotonic()
+        await cluster.apply_model("v1", v1)
+        await cluster.wait_ready("v1", timeout=timeout)
+        first = time.monotonic() - started
+
+        load = cluster.load(concurrency=2) if with_load else None
+        if load is not None:
+            load.start()
+        began = time.monotonic()
+        await cluster.apply_model("v2", v2, rollout={"podTimeoutSeconds": int(timeout)})
+        status = await cluster.wait_ready("v2", timeout=timeout)
+        elapsed = time.monotonic() - began
+        report = await load.stop() if load is not None else None
+
+        events = [e for e in await cluster.events() if "v2" in e.get("message", "")]
+        stamp = {e["reason"]: parse(e.get("lastTimestamp")) for e in events}  # the last of each reason
+        first_stamp = {}
+        for e in events:
+            first_stamp.setdefault(e["reason"], parse(e.get("lastTimestamp")))
+        r = status.rollout
+        assert r is not None
+        rollout_s = _seconds(parse(r.started_at), parse(r.finished_at))
+        prefetch_s = _seconds(first_stamp.get("RolloutStarted"), stamp.get("Prefetched"))
+        swap_phase_s = _seconds(stamp.get("Prefetched"), stamp.get("RolloutSucceeded"))
+
+        agents = [await cluster.agent_status(name) for name in sorted(cluster.pods)]
+        prepare = [_op_chain_seconds(a, "v2") for a in agents]
+        pauses = [float((a.get("lastActivation") or {}).get("pauseMs") or 0.0) for a in agents]
+        modes = sorted({str((a.get("lastActivation") or {}).get("mode")) for a in agents})
+
+    one_prefetch = min(prepare) if prepare else 0.0
+    result: dict[str, Any] = {
+        "model": model,
+        "rollout_s": round(rollout_s, 2),
+        "observed_s": round(elapsed, 2),
+        "prefetch_s": round(prefetch_s, 2),
+        "swap_phase_s": round(swap_phase_s, 2),
+        "per_pod_swap_s": round(swap_phase_s / pods, 3),
+        "agent_prepare_min_s": round(one_prefetch, 2),
+        "agent_prepare_max_s": round(max(prepare) if prepare else 0.0, 2),
+        "dedicated_estimate_s": round(
+            one_prefetch + swap_phase_s + max(0.0, rollout_s - prefetch_s - swap_phase_s), 2
+        ),
+        "max_pause_ms": round(max(pauses) if pauses else 0.0, 1),
+        "swap_modes": ",".join(modes),
+        "first_rollout_s": round(first, 2),
+    }
+    if report is not None:
+        result.update(requests=report.total, failed=report.failed, p99_ms=round(report.p99_ms, 1))
+    return result
+
+
+def _seconds(start: Any, end: Any) -> float:
+    if start is None or end is None:
+        return 0.0
+    return float((end - start).total_seconds())
+
+
+def _op_chain_seconds(agent: dict[str, Any], version: str) -> float:
+    """Seconds this pod's agent spent staging and preloading ``version`` (its share of the prefetch)."""
+    from hotswap_operator.timeutil import parse
+
+    total = 0.0
+    for op in agent.get("history", []):
+        if (
+            op.get("version") == version
+            and op.get("kind") in ("stage", "preload")
+            and op.get("state") == "succeeded"
+        ):
+            start, end = parse(op.get("startedAt")), parse(op.get("finishedAt"))
+            if start and end:
+                total += (end - start).total_seconds()
+    return total
+
+
+def main(argv: list[str] | None = None) -> int:
+    counts = [int(a) for a in (argv if argv is not None else sys.argv[1:])] or [1, 3, 8]
+    baseline = None
+    for pods in counts:
+        result = run(pods)
+        baseline = baseline or result["rollout_s"]
+        print(
+            f"{pods} pod(s): {result}  (x{result['rollout_s'] / baseline:.2f} of the first count)", flush=True
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
