@@ -70,6 +70,13 @@ class Busy(HotswapError):
     error_type = "operation_in_progress"
 
 
+class VersionConflict(HotswapError):
+    """A version id already names other content (another folder or digest)."""
+
+    status = 409
+    error_type = "version_conflict"
+
+
 class NotStaged(HotswapError):
     status = 409
     error_type = "not_staged"

@@ -20,7 +20,7 @@ import torch
 
 from .devices import Placement, device_free_bytes, memory_figures
 from .engine import Engine, Slot
-from .errors import Busy, Forbidden, NoPrevious, NotFound, NotStaged, ValidationError
+from .errors import Busy, Forbidden, NoPrevious, NotFound, NotStaged, ValidationError, VersionConflict
 from .metrics import ServerMetrics
 from .modelload import LoadedVersion, load_version
 from .settings import Settings
@@ -159,7 +159,7 @@ class SwapManager:
                 and known.version == version
                 and known.digest != digest
             ):
-                raise Busy(f"version {version} is already loaded with digest {known.digest}")
+                raise VersionConflict(f"version {version} is already loaded with digest {known.digest}")
         if active is not None and active.version == version:
             return {"staged": None, "compatible": "active", "active": active.record()}
         if self.staged is not None and self.staged.version == version:

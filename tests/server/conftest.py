@@ -24,7 +24,7 @@ def token_file(tmp_path: Path) -> Path:
 
 async def wait_ready(state: ServerState, timeout: float = 60) -> None:
     async with asyncio.timeout(timeout):
-        while not state.engine.ready:
+        while not state.engine.ready or state.swaps.operation is not None:
             await asyncio.sleep(0.02)
 
 

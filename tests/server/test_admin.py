@@ -129,3 +129,11 @@ async def test_boot_through_admin_plane_on_an_empty_server(make_clients) -> None
     assert (await data.get("/readyz")).status == 200
     version, _ = await _scores(data)
     assert version == "v1"
+
+
+async def test_a_version_id_names_one_content(make_clients) -> None:
+    _, admin, _ = await make_clients()
+    r = await admin.post("/admin/v1/preload", json={"version": "v1", "path": "tiny-xlmr-v2"}, headers=AUTH)
+    assert r.status == 409 and (await r.json())["error_type"] == "version_conflict"
+    r = await admin.post("/admin/v1/preload", json={"version": "v1", "path": "tiny-xlmr-v1"}, headers=AUTH)
+    assert r.status == 200 and (await r.json())["compatible"] == "active"
