@@ -1,0 +1,173 @@
+"""The local cluster's API server extensions, kubectl against it, and process cleanup."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from hotswap_operator import names
+from hotswap_operator.kube import KubeError
+from hotswap_operator.localcluster.cluster import LocalCluster
+from hotswap_operator.localcluster.procs import Proc
+
+
+@pytest_asyncio.fixture
+async def api() -> AsyncIterator[LocalCluster]:
+    """The API server alone: no pods, no operator."""
+    async with LocalCluster(pods=0, operator=False) as cluster:
+        yield cluster
+
+
+def pod(name: str, labels: dict[str, str]) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels}, "spec": {}}
+
+
+async def test_label_and_field_selectors_on_lists(api: LocalCluster) -> None:
+    path = names.core_path("pods", "default")
+    await api.kube.create(path, pod("a", {"app": "reranker", "tier": "gpu"}))
+    await api.kube.create(path, pod("b", {"app": "reranker"}))
+    await api.kube.create(path, pod("c", {"app": "other"}))
+    got = lambda items: sorted(i["metadata"]["name"] for i in items)  # noqa: E731
+    assert got(await api.kube.list(path, label_selector="app=reranker")) == ["a", "b"]
+    assert got(await api.kube.list(path, label_selector="app=reranker,!tier")) == ["b"]
+    assert got(await api.kube.list(path, label_selector="app in (other,x)")) == ["c"]
+    result = await api.kubectl("get", "pods", "--field-selector=metadata.name=b", "-o", "name")
+    assert result.stdout.split() == ["pod/b"]
+
+
+async def test_metadata_generation_and_status_subresource(api: LocalCluster) -> None:
+    created = await api.apply_model("v1", {"uri": "file:///models/v1"})
+    meta = created["metadata"]
+    assert meta["uid"] and meta["creationTimestamp"] and meta["generation"] == 1
+    assert created["spec"]["rollout"]["podTimeoutSeconds"] == 300, "CRD defaults applied"
+    path = names.model_path("default", api.model)
+    # A status write through the object is ignored; through /status it lands, without a new generation.
+    await api.kube.patch(path, {"status": {"targetVersion": "ignored"}})
+    await api.kube.patch(
+        path + "/status", {"status": {"targetVersion": "v1"}, "spec": {"version": "ignored"}}
+    )
+    obj = await api.get_model()
+    assert obj["status"]["targetVersion"] == "v1" and obj["spec"]["version"] == "v1"
+    assert obj["metadata"]["generation"] == 1
+    await api.apply_model("v2", {"uri": "file:///models/v2"})
+    obj = await api.get_model()
+    assert obj["metadata"]["generation"] == 2
+    assert int(obj["metadata"]["resourceVersion"]) > int(meta["resourceVersion"])
+
+
+async def test_custom_resources_are_validated(api: LocalCluster) -> None:
+    with pytest.raises(KubeError) as info:
+        await api.apply_model("Not_A_Label", {"uri": "file:///models/v1"})
+    assert info.value.status == 422 and "version" in info.value.message
+    await api.apply_model("v1", {"uri": "file:///models/v1"})
+    with pytest.raises(KubeError) as info:
+        await api.patch_model({"spec": {"source": {"uri": "gopher://x"}}})
+    assert info.value.status == 422
+
+
+async def test_json_patch_test_failure_is_422(api: LocalCluster) -> None:
+    await api.apply_model("v1", {"uri": "file:///models/v1"})
+    path = names.model_path("default", api.model)
+    session = api._session
+    assert session is not None
+    ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": "0"}]
+    headers = {"Content-Type": "application/json-patch+json"}
+    async with session.patch(api.api_url + path, json=ops, headers=headers) as resp:
+        assert resp.status == 422
+
+
+async def test_kubectl_get_shows_printer_columns_and_generate_name_works(api: LocalCluster) -> None:
+    await api.apply_model("v1", {"uri": "file:///models/v1"})
+    table = (await api.kubectl("get", "rrm")).stdout
+    assert table.split("\n")[0].split() == ["NAME", "TARGET", "CURRENT", "LAST-GOOD", "READY", "AGE"]
+    assert "v1" in table
+    events = names.core_path("events", "default")
+    body = {"metadata": {"generateName": "x-"}, "involvedObject": {"name": api.model}, "reason": "R"}
+    first, second = await api.kube.create(events, body), await api.kube.create(events, body)
+    assert first["metadata"]["name"] != second["metadata"]["name"]
+
+
+async def test_proc_stop_and_kill(tmp_path: Path) -> None:
+    proc = Proc(
+        "sleeper", [sys.executable, "-c", "import time; time.sleep(60)"], log=tmp_path / "s.log"
+    ).start()
+    assert proc.alive
+    await proc.stop(grace=1)
+    assert not proc.alive
+    proc = Proc(
+        "sleeper", [sys.executable, "-c", "import time; time.sleep(60)"], log=tmp_path / "s.log"
+    ).start()
+    proc.kill()
+    assert not proc.alive
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split()[2] != "Z"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_nothing_outlives_the_harness(tmp_path: Path, sig: int) -> None:
+    """Ctrl-C stops the cluster in order; even SIGKILL of the harness leaves no process behind."""
+    script = tmp_path / "harness.py"
+    pids = tmp_path / "pids"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import asyncio
+            from hotswap_operator.localcluster.cluster import LocalCluster
+
+            async def main():
+                async with LocalCluster(pods=2, flavour="fake") as cluster:
+                    procs = [p for pod in cluster.pods.values() for p in pod.procs]
+                    procs += [cluster._apiserver, cluster._operator]
+                    open({str(pids)!r}, "w").write(" ".join(str(p.pid) for p in procs))
+                    await asyncio.sleep(600)
+
+            asyncio.run(main())
+            """
+        )
+    )
+    harness = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not pids.exists() and time.monotonic() < deadline:
+            assert harness.poll() is None, "the harness exited early"
+            time.sleep(0.1)
+        children = [int(p) for p in pids.read_text().split()]
+        assert len(children) == 4 and all(_alive(p) for p in children)
+        harness.send_signal(sig)
+        harness.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in children) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [p for p in children if _alive(p)], "processes left behind"
+    finally:
+        if harness.poll() is None:
+            harness.kill()
+
+
+async def test_kubectl_describe_shows_the_operator_events() -> None:
+    async with LocalCluster(pods=1, flavour="fake") as cluster:
+        await cluster.apply_model("v1", cluster.publish_fake("v1"))
+        await cluster.wait_ready("v1", timeout=30)
+        described = (await cluster.kubectl("describe", "rrm", cluster.model)).stdout
+        assert "RolloutSucceeded" in described and "hotswap-operator" in described
+        waited = await cluster.kubectl(
+            "wait", "--for=condition=Ready", f"rrm/{cluster.model}", "--timeout=20s"
+        )
+        assert waited.returncode == 0
