@@ -150,9 +150,7 @@ class SwapManager:
         active = self.active
         for known in (self.staged, self.previous, active):
             if known is not None and known.version == version and known.path != path:
-                raise Busy(
-                    f"version {version} is already loaded from {known.path}; discard it or use a new id"
-                )
+                raise VersionConflict(f"version {version} is already loaded from {known.path}; use a new id")
             if (
                 known is not None
                 and digest is not None
