@@ -14,7 +14,7 @@ import json
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "hotswap.dev"
@@ -361,5 +361,20 @@ class RerankerModelStatus(_StatusModel):
 
 
 def parse_status(raw: dict[str, Any] | None) -> RerankerModelStatus:
-    """The operator's part of ``.status`` (kopf's own ``status.kopf`` is left alone)."""
-    return RerankerModelStatus.model_validate(raw or {})
+    """The operator's part of ``.status`` (kopf's own ``status.kopf`` is left alone).
+
+    A status this operator cannot read (written by another version, edited by hand) is dropped
+    field by field rather than failing every reconcile: what is lost is re-derived from the agents.
+    """
+    raw = dict(raw or {})
+    try:
+        return RerankerModelStatus.model_validate(raw)
+    except ValidationError:
+        kept = {}
+        for key, value in raw.items():
+            try:
+                RerankerModelStatus.model_validate({key: value})
+            except ValidationError:
+                continue
+            kept[key] = value
+        return RerankerModelStatus.model_validate(kept)

@@ -136,7 +136,9 @@ class _Planner:
         self.inp = inp
         self.spec = inp.spec
         self.now = iso(inp.now)
-        self.pods = sorted(inp.pods, key=lambda p: p.name)
+        # Only Running pods with an IP take part (not-ready ones among them are waited for); a pod
+        # still being scheduled or already terminating joins or leaves the fleet on its own.
+        self.pods = sorted((p for p in inp.pods if p.running), key=lambda p: p.name)
         self.old_pods = {p.name: p for p in inp.status.pods}
         self.pod_status: dict[str, PodStatus] = {}
         self.events: list[EventSpec] = []
@@ -472,6 +474,9 @@ class _Planner:
         state, message = self._default_state(pod)
         old = self.old_pods.get(pod.name)
         since = old.since if old is not None and old.state is state else self.now
+        started = parse(self.rollout.started_at)
+        if started is not None and (parse(since) or started) < started:
+            since = self.rollout.started_at  # the clock starts with the rollout, not with the pod's trouble
         waited = seconds_between(since, self.inp.now)
         limit = self.spec.rollout.pod_timeout_seconds
         if waited > limit:

@@ -135,6 +135,10 @@ class Reconciler:
                     self._failures += 1
                     delay = min(self.cfg.retry_backoff_max, 0.5 * 2**self._failures)
                     self.log.warning(f"reconcile failed ({exc}); retrying in {delay:.1f}s")
+                except Exception:  # a bug must not stall the resource: log it, back off, go on
+                    self._failures += 1
+                    delay = min(self.cfg.retry_backoff_max, 0.5 * 2**self._failures)
+                    self.log.exception(f"reconcile crashed; retrying in {delay:.1f}s")
                 if delay > 0:
                     await sleep_or_wake(wake, delay)
         finally:

@@ -152,3 +152,12 @@ def test_parse_request_counters_counts_5xx_on_scoring_routes() -> None:
     )
     assert parse_request_counters(text) == (100.0, 5.0)
     assert parse_request_counters("") == (0.0, 0.0)
+
+
+def test_unreadable_status_is_dropped_field_by_field() -> None:
+    from hotswap_operator.models import parse_status
+
+    st = parse_status(
+        {"targetVersion": "v2", "rollout": {"phase": "Dancing"}, "history": "nope", "kopf": {"x": 1}}
+    )
+    assert st.target_version == "v2" and st.rollout is None and st.history == []
