@@ -1,0 +1,1 @@
+"""Backends of the end-to-end scenario: ``local`` (the local cluster here) and ``kind``."""
