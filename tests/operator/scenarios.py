@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from hotswap_operator.agent_client import AgentClient, TokenSource
 from hotswap_operator.localcluster.cluster import LocalCluster
 from hotswap_operator.localcluster.load import LoadReport
 from hotswap_operator.models import HistoryResult, Phase, RerankerModelStatus, Step
@@ -84,10 +85,28 @@ class Fleet:
         return {"canary": [CANARY]}
 
     def _fail_fakes(self, rule: dict[str, Any]) -> None:
-        script = getattr(self, "_script", {"fail": []})
+        script = getattr(self, "_script", {"fail": [], "errors": []})
         script["fail"].append(rule)
         self._script = script
         self.cluster.script_fakes(script)
+
+    def script_errors(self, rule: dict[str, Any]) -> None:
+        script = getattr(self, "_script", {"fail": [], "errors": []})
+        script["errors"].append(rule)
+        self._script = script
+        self.cluster.script_fakes(script)
+
+    async def agent_op(self, pod: str, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Call a pod's agent directly, as a person with the token would."""
+        client = AgentClient(
+            self._session(), TokenSource(self.cluster.workdir / "agent-token"), poll_interval=0.05
+        )
+        return await client.run(self.cluster.pods[pod].ip, kind, body, timeout=self.timeout)
+
+    def _session(self) -> aiohttp.ClientSession:
+        session = self.cluster._session
+        assert session is not None
+        return session
 
     async def set_model(self, version: str, source: dict[str, str], **spec: Any) -> None:
         spec.setdefault("rollout", {})
@@ -207,7 +226,8 @@ async def rollout_one_pod_at_a_time(fleet: Fleet) -> LoadReport:
     await fleet.baseline("v1")
     before = await fleet.swaps()
     async with c.load() as load:
-        await fleet.set_model("v2", fleet.publish("v2", "v2"), rollout={"canary": [TWO_DOC_CANARY]})
+        rollout = {"canary": [TWO_DOC_CANARY], "analysis": {"soakSeconds": 1, "maxErrorRate": 0.01}}
+        await fleet.set_model("v2", fleet.publish("v2", "v2"), rollout=rollout)
         st = await c.wait_ready("v2", timeout=fleet.timeout * 2)
     report = load.report()
     assert_no_failures(report)
@@ -232,6 +252,51 @@ async def rollout_one_pod_at_a_time(fleet: Fleet) -> LoadReport:
         assert verified and min(verified) <= activated[nxt], (prev, nxt)  # type: ignore[operator]
     assert st.last_good_version == "v2" and (await c.boot_config() or {}).get("version") == "v2"
     assert [h.version for h in st.history][-1] == "v2"
+    assert [e["reason"] for e in await c.events()].count("SoakPassed") >= len(names)
+    return report
+
+
+async def drift_is_corrected(fleet: Fleet) -> LoadReport:
+    """Someone swaps a pod back by hand: on its next resync the operator brings it to the target."""
+    c = fleet.cluster
+    await fleet.baseline("v1")
+    async with c.load() as load:
+        await fleet.set_model("v2", fleet.publish("v2", "v2"))
+        await c.wait_ready("v2", timeout=fleet.timeout * 2)
+        history = (await c.status()).history
+        await fleet.agent_op("reranker-2", "rollback", {"version": "v1"})
+        assert (await fleet.actives())["reranker-2"] == "v1"
+
+        async def corrected() -> bool:
+            return (await fleet.actives())["reranker-2"] == "v2"
+
+        await fleet.until(corrected, "reranker-2 back on v2")
+        st = await c.wait_ready("v2", timeout=fleet.timeout)
+    assert_no_failures(load.report())
+    assert st.history == history, "correcting drift is not a rollout"
+    return load.report()
+
+
+async def soak_failure_rolls_back(fleet: Fleet) -> LoadReport:
+    """The first pod's server answers 500 to half of v4's requests: its soak fails, v4 is rolled back."""
+    assert not fleet.real, "fake pods only: they can be told to fail requests"
+    c = fleet.cluster
+    await fleet.baseline("v1")
+    fleet.script_errors({"version": "v4", "pods": ["reranker-0"], "every": 2})
+    async with c.load() as load:
+        analysis = {"soakSeconds": 2, "maxErrorRate": 0.05}
+        await fleet.set_model("v4", fleet.publish("v4", "v2"), rollout={"analysis": analysis})
+        st = await failed_and_settled(fleet, "v4")
+    report = load.report()
+    failure = st.rollout.failure if st.rollout else None
+    assert failure is not None and (failure.pod, failure.step) == ("reranker-0", Step.SOAK), failure
+    assert "error rate" in failure.reason
+    # Only the soaking pod on v4 failed requests; everything is back on v1.
+    assert report.failed > 0 and all(f.startswith("reranker-0: 500") for f in report.failures), (
+        report.failures
+    )
+    assert set((await fleet.actives()).values()) == {"v1"}
+    await _assert_rolled_back(fleet, st, "v1")
     return report
 
 
@@ -281,8 +346,9 @@ async def broken_canary_on_second_pod(fleet: Fleet) -> LoadReport:
         await fleet.set_model("v3", source, rollout=fleet.fail_canary_on_second_pod("v3"))
         st = await failed_and_settled(fleet, "v3")
         settled = await fleet.swaps()
-        # Not retried while the spec stays: nothing moves over a few resync periods.
-        await asyncio.sleep(5)
+        # Not retried while the spec stays: nothing moves over two resync periods (2 s each in the
+        # local cluster) — an absence can only be checked by giving it the time to happen.
+        await asyncio.sleep(4.5)
         assert await fleet.swaps() == settled
     assert_no_failures(load.report())
     failure = st.rollout.failure if st.rollout else None

@@ -20,6 +20,8 @@ SCENARIOS = [
     scenarios.pod_added_after_rollout,
     scenarios.manual_rollback_by_annotation,
     scenarios.hold_without_automatic_rollback,
+    scenarios.drift_is_corrected,
+    scenarios.soak_failure_rolls_back,
 ]
 
 

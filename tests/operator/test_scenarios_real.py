@@ -70,6 +70,10 @@ async def test_pod_restarted_mid_rollout(fleet: Fleet) -> None:
     await scenarios.pod_restarted_mid_rollout(fleet)
 
 
+async def test_drift_is_corrected(fleet: Fleet) -> None:
+    await scenarios.drift_is_corrected(fleet)
+
+
 async def test_manual_rollback_by_annotation(fleet: Fleet) -> None:
     await scenarios.manual_rollback_by_annotation(fleet)
 

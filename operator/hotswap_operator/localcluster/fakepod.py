@@ -7,7 +7,10 @@ operations run in the background and are polled through ``/v1/status``; one at a
 *script* file, re-read on every operation, injects failures and delays for tests::
 
     {"fail": [{"step": "verify", "version": "v3", "error": "document 1 ranked first, expected 0"}],
-     "delay": {"stage": 0.5, "preload": 0.2, "activate": 0.05}}
+     "delay": {"stage": 0.5, "preload": 0.2, "activate": 0.05},
+     "errors": [{"version": "v4", "pods": ["reranker-0"], "every": 2}]}
+
+(``errors``: every Nth scoring request served by that version answers 500, for soak tests.)
 
 The data plane answers ``POST /rerank`` and ``/v1/rerank`` with the ``X-Hotswap-Model-Version``
 header, ``/readyz`` 503 until a version is active, and ``/metrics`` with request counters.
@@ -62,16 +65,33 @@ class FakePod:
         self.requests: Counter[tuple[str, str]] = Counter()
         self.started_at = timeutil.iso(timeutil.now())
         self._task: asyncio.Task[None] | None = None
+        self._script: tuple[float, dict[str, Any]] = (-1.0, {})
+        self._served = 0
 
     # -- scripting
 
     def script(self) -> dict[str, Any]:
-        if self.script_file is None or not self.script_file.exists():
+        if self.script_file is None:
             return {}
         try:
-            return json.loads(self.script_file.read_text() or "{}")
-        except ValueError:
+            mtime = self.script_file.stat().st_mtime
+            if mtime != self._script[0]:
+                self._script = (mtime, json.loads(self.script_file.read_text() or "{}"))
+        except (OSError, ValueError):
             return {}
+        return self._script[1]
+
+    def injected_error(self, version: str) -> bool:
+        """Whether this scoring request should fail (the script's ``errors`` rules)."""
+        self._served += 1
+        for rule in self.script().get("errors", []):
+            if rule.get("version") not in (None, version):
+                continue
+            if rule.get("pods") and self.name not in rule["pods"]:
+                continue
+            if self._served % max(1, int(rule.get("every", 1))) == 0:
+                return True
+        return False
 
     def scripted_failure(self, step: str, version: str | None) -> str | None:
         for rule in self.script().get("fail", []):
@@ -307,6 +327,9 @@ def data_app(pod: FakePod) -> web.Application:
             pod.requests[(route, "503")] += 1
             return web.json_response({"error": "no model active", "error_type": "not_ready"}, status=503)
         version = pod.active["version"]
+        if pod.injected_error(version):
+            pod.requests[(route, "500")] += 1
+            return web.json_response({"error": "injected failure", "error_type": "internal"}, status=500)
         body = await request.json()
         docs = body.get("texts") or body.get("documents") or []
         scores = [score(body.get("query", ""), d) for d in docs]
