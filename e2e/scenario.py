@@ -250,7 +250,7 @@ class Scenario:
         restored: list[PodSwap],
         final: Mapping[str, str | None],
     ) -> None:
-        v1, v2, v3 = self.config.versions
+        _, v2, v3 = self.config.versions
         status = (self.model or {}).get("status") or {}
         degraded = condition(self.model, "Degraded")
         self.check(
