@@ -224,17 +224,6 @@ def boot_values(cfg: KindConfig, source: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-def helm_install_argv(cfg: KindConfig, values_files: Sequence[Path]) -> list[str]:
-    argv = [
-        "helm", "upgrade", "--install", cfg.release, str(REPO / "helm" / "hotswap"),
-        "--kube-context", cfg.context, "--namespace", cfg.namespace, "--create-namespace",
-        "--wait", "--timeout", "15m",
-    ]  # fmt: skip
-    for path in values_files:
-        argv += ["--values", str(path)]
-    return argv
-
-
 def loadgen_manifests(cfg: KindConfig, concurrency: int) -> list[dict[str, Any]]:
     """The load script as a ConfigMap, and the pod that runs it against the Service."""
     labels = {"app.kubernetes.io/name": LOAD_POD, "app.kubernetes.io/part-of": "hotswap-e2e"}
