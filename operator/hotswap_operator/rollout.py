@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from . import conditions as cond
 from . import names
+from .actions import Action, EventSpec, Kind, Outcome
 from .agent_client import AgentClient, AgentError, TokenSource
 from .config import Config
 from .kube import KubeClient, KubeError
@@ -42,7 +43,8 @@ from .models import (
 )
 from .observed import PodView
 from .patches import merge_patch
-from .planner import Action, EventSpec, Kind, Outcome, PlanInput, plan, record, rollback_target
+from .planner import PlanInput, plan, rollback_target
+from .progress import record
 from .selectors import matches, to_query
 from .timeutil import iso, now
 

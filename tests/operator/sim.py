@@ -14,7 +14,8 @@ from typing import Any
 
 from hotswap_operator.models import Phase, RerankerModelSpec, RerankerModelStatus, Step, VersionRef
 from hotswap_operator.observed import AgentStatus, PodView
-from hotswap_operator.planner import Action, EventSpec, Kind, Outcome, Plan, PlanInput, plan, record
+from hotswap_operator.planner import Action, EventSpec, Kind, Outcome, Plan, PlanInput, plan
+from hotswap_operator.progress import record
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 

@@ -1,0 +1,71 @@
+"""What the planner asks for and what executing it came to: the vocabulary shared by
+``planner`` (which decides), ``rollout`` (which executes) and ``progress`` (which records)."""
+
+from __future__ import annotations
+
+import dataclasses
+from enum import StrEnum
+from typing import Any
+
+from .models import CanaryCase, Source, Step
+
+
+class Kind(StrEnum):
+    PREPARE = "prepare"  # stage (unless on disk) then preload
+    ACTIVATE = "activate"  # activate the staged version
+    REACTIVATE = "reactivate"  # the agent's rollback: the previous version, still in memory
+    VERIFY = "verify"
+    SOAK = "soak"
+
+
+class Purpose(StrEnum):
+    ROLLOUT = "rollout"  # part of a rollout: a failure fails the rollout
+    CONVERGE = "converge"  # a new, restarted or drifted pod joins a settled version
+    ROLLBACK = "rollback"  # back to the last-good version
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    kind: Kind
+    purpose: Purpose
+    pod: str
+    ip: str
+    version: str
+    spec_hash: str
+    source: Source | None = None
+    needs_stage: bool = False
+    canary: tuple[CanaryCase, ...] = ()
+    sample_metrics: bool = False
+    baseline: tuple[float, float] | None = None
+    max_error_rate: float = 0.0
+    timeout: float = 300.0
+    then_verify: bool = False  # activate, then verify in the same step (one reconcile round per pod)
+
+    @property
+    def step(self) -> Step:
+        return {
+            Kind.PREPARE: Step.STAGE if self.needs_stage else Step.PRELOAD,
+            Kind.ACTIVATE: Step.ROLLBACK if self.purpose is Purpose.ROLLBACK else Step.ACTIVATE,
+            Kind.REACTIVATE: Step.ROLLBACK if self.purpose is Purpose.ROLLBACK else Step.ACTIVATE,
+            Kind.VERIFY: Step.VERIFY,
+            Kind.SOAK: Step.SOAK,
+        }[self.kind]
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What executing an action came to. ``step`` names the step that failed (or last ran)."""
+
+    ok: bool
+    step: Step
+    error: str = ""
+    digest: str | None = None
+    swap: dict[str, Any] | None = None  # set when the pod swapped (even if its verify then failed)
+    metrics: tuple[float, float] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class EventSpec:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
