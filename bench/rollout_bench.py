@@ -30,26 +30,45 @@ REPO = Path(__file__).resolve().parent.parent
 MODELS = {"minilm-ce": ("minilm-ce-v1", "minilm-ce-v2"), "tiny-xlmr": ("tiny-xlmr-v1", "tiny-xlmr-v2")}
 
 
-def run(pods: int, *, model: str = "minilm-ce", load: bool = True, timeout: float = 900.0) -> dict[str, Any]:
-    """Time one v1 -> v2 rollout over ``pods`` real pods; a flat dict of figures (seconds, counts)."""
-    return asyncio.run(_run(pods, model, load, timeout))
+def run(
+    pods: int,
+    *,
+    model: str = "minilm-ce",
+    load: bool = True,
+    timeout: float = 900.0,
+    simulate_prepare_seconds: float | None = None,
+) -> dict[str, Any]:
+    """Time one v1 -> v2 rollout over ``pods`` real pods; a flat dict of figures (seconds, counts).
+
+    ``simulate_prepare_seconds``: use fake pods whose stage takes that long without using a CPU,
+    as on pods with their own resources and a model that takes that long to fetch (the operator,
+    the API server and the agent protocol are the real ones; nothing is scored by a model).
+    """
+    return asyncio.run(_run(pods, model, load, timeout, simulate_prepare_seconds))
 
 
-async def _run(pods: int, model: str, with_load: bool, timeout: float) -> dict[str, Any]:
+async def _run(
+    pods: int, model: str, with_load: bool, timeout: float, simulate: float | None
+) -> dict[str, Any]:
     from hotswap_operator.localcluster.cluster import LocalCluster
     from hotswap_operator.timeutil import parse
 
     from bench.models import testmodels
 
     v1_name, v2_name = MODELS[model]
-    root = testmodels([v1_name, v2_name])
-    async with LocalCluster(pods=pods, flavour="real") as cluster:
-        v1 = cluster.publish("v1", root / v1_name)
-        v2 = cluster.publish("v2", root / v2_name)
+    root = testmodels([v1_name, v2_name]) if simulate is None else Path()
+    async with LocalCluster(pods=pods, flavour="real" if simulate is None else "fake") as cluster:
+        if simulate is None:
+            v1, v2 = cluster.publish("v1", root / v1_name), cluster.publish("v2", root / v2_name)
+        else:
+            model = f"simulated {simulate:g}s prepare"
+            v1, v2 = cluster.publish_fake("v1"), cluster.publish_fake("v2")
         started = time.monotonic()
         await cluster.apply_model("v1", v1)
         await cluster.wait_ready("v1", timeout=timeout)
         first = time.monotonic() - started
+        if simulate is not None:
+            cluster.script_fakes({"delay": {"stage": simulate}})
 
         load = cluster.load(concurrency=2) if with_load else None
         if load is not None:
@@ -75,7 +94,7 @@ async def _run(pods: int, model: str, with_load: bool, timeout: float) -> dict[s
         prepare = [_op_chain_seconds(a, "v2") for a in agents]
         pauses = [float((a.get("lastActivation") or {}).get("pauseMs") or 0.0) for a in agents]
         modes = sorted({str((a.get("lastActivation") or {}).get("mode")) for a in agents})
-        single = await _single_prepare(cluster, root / v2_name, timeout)
+        single = await _single_prepare(cluster, root / v2_name if simulate is None else None, timeout)
 
     slowest = max(prepare) if prepare else 0.0
     result: dict[str, Any] = {
@@ -97,12 +116,12 @@ async def _run(pods: int, model: str, with_load: bool, timeout: float) -> dict[s
     return result
 
 
-async def _single_prepare(cluster: Any, folder: Path, timeout: float) -> float:
+async def _single_prepare(cluster: Any, folder: Path | None, timeout: float) -> float:
     """Stage and preload a fresh copy of the model on one pod while nothing else runs."""
     import aiohttp
     from hotswap_operator.agent_client import AgentClient, TokenSource
 
-    source = cluster.publish("solo", folder)
+    source = cluster.publish("solo", folder) if folder is not None else cluster.publish_fake("solo")
     ip = cluster.pods[sorted(cluster.pods)[0]].ip
     async with aiohttp.ClientSession() as session:
         client = AgentClient(session, TokenSource(cluster.workdir / "agent-token"), poll_interval=0.05)

@@ -171,3 +171,12 @@ async def test_kubectl_describe_shows_the_operator_events() -> None:
             "wait", "--for=condition=Ready", f"rrm/{cluster.model}", "--timeout=20s"
         )
         assert waited.returncode == 0
+
+
+def test_rollout_bench_runs() -> None:
+    """``bench.rollout_bench.run`` stays usable (fake pods, a short simulated prefetch)."""
+    from bench.rollout_bench import run
+
+    result = run(2, simulate_prepare_seconds=0.5, timeout=60)
+    assert result["failed"] == 0 and result["requests"] > 0
+    assert result["prefetch_s"] >= 0.5 and 0 < result["swap_phase_s"] < result["rollout_s"]
