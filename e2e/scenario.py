@@ -311,8 +311,12 @@ class Scenario:
 
     # ------------------------------------------------------------------------------ helpers
 
+    def elapsed(self) -> float:
+        """Seconds since the scenario started (the time base of its events)."""
+        return time.monotonic() - self._t0
+
     def event(self, text: str, kind: str = "step") -> None:
-        ev = Event(time.monotonic() - self._t0, time.time(), kind, text)
+        ev = Event(self.elapsed(), time.time(), kind, text)
         self.events.append(ev)
         if self.on_event is not None:
             self.on_event(ev)
