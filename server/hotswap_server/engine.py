@@ -7,6 +7,12 @@ Invariants (the heart of the hot swap):
   then runs the weight copy on the model thread, where no forward can overlap it.
 - In double mode a new slot becomes active while the old one finishes its pinned jobs.
 So each job is scored by exactly one version, and ``Job.version`` names it.
+
+On CPU, as many batches run at once as torch has intra-op threads, each on its own model
+thread with one intra-op thread: a batch split across cores waits at every operator for its
+slowest core, so one core taken by the event loop, a client or a neighbour stalls the whole
+forward; independent batches only slow down. A batch that runs alone gets every thread (low
+latency at low load). On a GPU, and for a model whose device is unknown, one batch at a time.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
+import torch
 
 from .errors import HotswapError, NotReady, Overloaded
 from .metrics import ServerMetrics
@@ -31,6 +38,12 @@ from .scoring import Runner, runner_for
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 POOL_FACTOR = 4  # batches are picked by length from this many batches' worth of waiting pairs
+# Pairs of about one length (padding would waste at most this share of a batch, judged by
+# characters) are batched in arrival order, whole requests at a time: nothing to gain from sorting,
+# and a request scored in one batch answers sooner and leaves nothing pinned for a swap to drain.
+UNIFORM_WASTE = 0.15
+# ... but a request is split rather than leave a batch less than this full.
+MIN_FILL = 0.875
 
 
 class BackendError(HotswapError):
@@ -46,6 +59,14 @@ class Slot:
     runner: Runner
     pinned: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def on_cpu(self) -> bool:
+        """Whether the weights live in host memory (several forwards may run at once)."""
+        module = getattr(self.loaded, "module", None)
+        if not isinstance(module, torch.nn.Module):
+            return False
+        return next(module.parameters()).device.type == "cpu"
 
     @classmethod
     def of(cls, loaded: LoadedVersion) -> Slot:
@@ -74,6 +95,11 @@ class Job:
     kind: str = ""
 
 
+def _pair_length(pair: tuple[Job, int]) -> int:
+    job, i = pair
+    return len(job.query) + len(job.docs[i])
+
+
 @dataclass(frozen=True)
 class Scored:
     raw: np.ndarray
@@ -87,8 +113,11 @@ class Engine:
         self.max_batch_size = max_batch_size
         self.max_queue_pairs = max_queue_pairs
         self.metrics = metrics
-        # One thread owns the device: forwards and in-place copies never overlap.
-        self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hotswap-model")
+        # Forwards run on model threads; an exclusive operation (an in-place copy) runs only
+        # while no forward does. CPU forwards may overlap, up to one per intra-op thread.
+        self.threads = max(1, torch.get_num_threads())
+        self.model_thread = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="hotswap-model")
+        self._running = 0  # forwards on the model threads now
         self.active: Slot | None = None
         self._jobs: deque[Job] = deque()
         self._waiting_pairs = 0
@@ -165,6 +194,13 @@ class Engine:
     async def on_model_thread(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.model_thread, fn)
 
+    def _with_threads(self, threads: int | None, fn: Callable[[], T]) -> T:
+        """Run ``fn`` with ``threads`` intra-op threads (None: as they are). Under OpenMP the
+        setting belongs to the calling thread, so each model thread keeps its own."""
+        if threads is not None and self.threads > 1 and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        return fn()
+
     async def exclusive(self, fn: Callable[[], T]) -> tuple[T, float]:
         """Run ``fn`` on the model thread once no job is pinned; new jobs wait meanwhile.
 
@@ -178,7 +214,7 @@ class Engine:
                     slot.idle.clear()
                     self._wakeup.set()
                     await slot.idle.wait()
-            result = await self.on_model_thread(fn)
+            result = await self.on_model_thread(partial(self._with_threads, self.threads, fn))
         finally:
             self._paused = False
             self._wakeup.set()
@@ -228,13 +264,7 @@ class Engine:
         if slot is None or not pool:
             return None
         if len(pool) > self.max_batch_size:
-            # Bucket by length so one long document does not pad the whole batch, while the
-            # oldest pair (pool[0]) is always in the chosen window: nothing starves.
-            oldest = pool[0]
-            pool.sort(key=lambda p: len(p[0].docs[p[1]]) + len(p[0].query))
-            pos = next(i for i, p in enumerate(pool) if p[0] is oldest[0] and p[1] == oldest[1])
-            start = min(pos, len(pool) - self.max_batch_size)
-            pool = pool[start : start + self.max_batch_size]
+            pool = self._in_order(pool) or self._by_length(pool)
         for job, i in pool:
             job.pending.remove(i)
             if job.slot is None:
@@ -245,6 +275,38 @@ class Engine:
         self._waiting_pairs -= len(pool)
         self.metrics.queue_depth.set(self._waiting_pairs)
         return slot, pool
+
+    def _in_order(self, pool: list[tuple[Job, int]]) -> list[tuple[Job, int]] | None:
+        """The oldest pairs, whole requests where they fit; None when their lengths differ too much."""
+        limit = self.max_batch_size
+        batch: list[tuple[Job, int]] = []
+        start = 0
+        while start < len(pool) and len(batch) < limit:
+            job = pool[start][0]
+            end = start
+            while end < len(pool) and pool[end][0] is job:
+                end += 1
+            room = limit - len(batch)
+            if end - start <= room:
+                batch.extend(pool[start:end])
+            elif len(batch) < MIN_FILL * limit:
+                batch.extend(pool[start : start + room])
+            else:
+                break
+            start = end
+        lengths = [_pair_length(p) for p in batch]
+        if 1 - sum(lengths) / (len(lengths) * max(lengths)) > UNIFORM_WASTE:
+            return None
+        return batch
+
+    def _by_length(self, pool: list[tuple[Job, int]]) -> list[tuple[Job, int]]:
+        """Bucket by length so one long document does not pad the whole batch, while the oldest
+        pair (pool[0]) is always in the chosen window: nothing starves."""
+        oldest = pool[0]
+        pool = sorted(pool, key=_pair_length)
+        pos = next(i for i, p in enumerate(pool) if p[0] is oldest[0] and p[1] == oldest[1])
+        start = min(pos, len(pool) - self.max_batch_size)
+        return pool[start : start + self.max_batch_size]
 
     def _finish(self, job: Job, error: BaseException | None = None) -> None:
         self._jobs.remove(job)
@@ -261,35 +323,65 @@ class Engine:
             else:
                 job.future.set_exception(error)
 
+    def _concurrency(self) -> int:
+        return self.threads if self.active is not None and self.active.on_cpu else 1
+
     async def _run(self) -> None:
-        while True:
-            picked = self._next_batch()
-            if picked is None:
-                self._changed.set()
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                continue
-            slot, batch = picked
-            runner = slot.runner
-            queries = [job.query for job, _ in batch]
-            docs = [job.docs[i] for job, i in batch]
-            self.metrics.batch_size.observe(len(batch))
-            try:
-                raw, tokens = await self.on_model_thread(partial(runner.score, queries, docs))
-            except Exception as e:
-                log.exception("model forward failed for a batch of %d pairs", len(batch))
-                for job in {id(j): j for j, _ in batch}.values():
-                    if job in self._jobs:
-                        self._finish(job, BackendError(f"model forward failed: {type(e).__name__}"))
-                continue
-            self.metrics.pairs.labels(slot.loaded.version).inc(len(batch))
-            for (job, i), value, count in zip(batch, raw, tokens, strict=True):
-                job.scores[i] = value
-                job.tokens[i] = count
-                job.remaining -= 1
-                if job.remaining == 0:
-                    self._finish(job)
-            # Drop jobs whose client went away before they were pinned.
-            for job in [j for j in self._jobs if j.future.cancelled()]:
-                self._finish(job)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                self._wakeup.clear()  # before picking: a job queued from here on wakes us again
+                while len(running) < self._concurrency():
+                    picked = self._next_batch()
+                    if picked is None:
+                        break
+                    running.add(asyncio.create_task(self._forward(*picked)))
+                if not running:
+                    self._changed.set()
+                    await self._wakeup.wait()
+                    continue
+                waiters: set[asyncio.Future[Any]] = set(running)
+                wake = None
+                if len(running) < self._concurrency():
+                    wake = asyncio.ensure_future(self._wakeup.wait())
+                    waiters.add(wake)
+                done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                if wake is not None and not wake.done():
+                    wake.cancel()
+                running.difference_update(done)
+        finally:
+            for task in running:
+                task.cancel()
+
+    async def _forward(self, slot: Slot, batch: list[tuple[Job, int]]) -> None:
+        runner = slot.runner
+        queries = [job.query for job, _ in batch]
+        docs = [job.docs[i] for job, i in batch]
+        self.metrics.batch_size.observe(len(batch))
+        self._running += 1
+        # Alone, a batch gets every thread; beside others, one each (see the module docstring).
+        threads = max(1, self.threads // self._running) if slot.on_cpu else None
+        try:
+            raw, tokens = await self.on_model_thread(
+                partial(self._with_threads, threads, partial(runner.score, queries, docs))
+            )
+        except Exception as e:
+            log.exception("model forward failed for a batch of %d pairs", len(batch))
+            for job in {id(j): j for j, _ in batch}.values():
+                if job in self._jobs:
+                    self._finish(job, BackendError(f"model forward failed: {type(e).__name__}"))
             self._changed.set()
+            return
+        finally:
+            self._running -= 1
+        self.metrics.pairs.labels(slot.loaded.version).inc(len(batch))
+        for (job, i), value, count in zip(batch, raw, tokens, strict=True):
+            job.scores[i] = value
+            job.tokens[i] = count
+            job.remaining -= 1
+            if job.remaining == 0:
+                self._finish(job)
+        # Drop jobs whose client went away before they were pinned.
+        for job in [j for j in self._jobs if j.future.cancelled()]:
+            self._finish(job)
+        self._changed.set()

@@ -108,6 +108,13 @@ def token_lengths(loaded: LoadedVersion, query: str, docs: list[str]) -> list[in
     return [max(lengths[0], n) for n in lengths[1:]]
 
 
+def query_overhead(loaded: LoadedVersion, query: str) -> int:
+    """Tokens a cross-encoder pair spends before any document token (query and special tokens)."""
+    if loaded.kind != "cross-encoder":
+        return 0  # bi-encoders embed the query alone, truncated like any text
+    return len(loaded.admission_tokenizer(query, "", truncation=False)["input_ids"])
+
+
 def clip_documents(loaded: LoadedVersion, docs: list[str], max_tokens: int) -> list[str]:
     """Cut each document after ``max_tokens`` tokens, at a character offset so the text stays verbatim."""
     enc = loaded.admission_tokenizer(

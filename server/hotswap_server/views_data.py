@@ -15,7 +15,7 @@ from pydantic import ValidationError as PydanticValidationError
 from .engine import Scored
 from .errors import MalformedRequest, NotReady, PayloadTooLarge, ValidationError
 from .openapi import openapi_document
-from .scoring import clip_documents, to_relevance, token_lengths
+from .scoring import clip_documents, query_overhead, to_relevance, token_lengths
 from .state import STATE, ServerState
 from .wire import CohereRerankRequest, TeiRerankRequest, f32, pydantic_message, ranked
 
@@ -51,6 +51,12 @@ async def score_documents(
     active = state.swaps.active
     if active is None or not state.engine.ready:
         raise NotReady("no model is active yet" if active is None else "server is shutting down")
+    overhead = query_overhead(active, query)
+    if overhead >= active.max_length:
+        # Pairs are truncated on the document side only: a query this long leaves no room.
+        raise PayloadTooLarge(
+            f"query is {overhead} tokens with the special tokens; the model's limit per pair is {active.max_length}"
+        )
     if max_tokens_per_doc is not None:
         docs = clip_documents(active, docs, max_tokens_per_doc)
     if not truncate:

@@ -204,3 +204,13 @@ async def test_admin_needs_the_token(make_clients) -> None:
         assert r.status == 401
     assert state.swaps.staged is None
     assert (await admin.get("/admin/v1/state", headers=AUTH)).status == 200
+
+
+@pytest.mark.parametrize("route", ["/rerank", "/v2/rerank"])
+async def test_query_longer_than_the_model_limit_is_413_not_500(make_clients, route: str) -> None:
+    data, _, _ = await make_clients()
+    long_query = "machine learning " * 200
+    key = "texts" if route == "/rerank" else "documents"
+    r = await data.post(route, json={"query": long_query, key: ["a"], "truncate": True})
+    assert r.status == 413
+    assert "query" in (await r.json())["error"]
