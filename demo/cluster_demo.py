@@ -105,9 +105,8 @@ async def run(args: argparse.Namespace, view: View) -> int:
                 view.close()
                 ticker.cancel()
                 print("\n" + paint(f"The scenario stopped: {exc}", RED, view.live))
-                print(
-                    f"Logs: {backend.cluster.workdir / 'logs'}  (operator: {backend.cluster.operator_log[-800:]})"
-                )
+                backend.cluster.keep_workdir = True
+                print(f"The cluster's logs are kept in {backend.cluster.workdir / 'logs'}")
                 return 1
             ticker.cancel()
             view.close()
@@ -120,6 +119,9 @@ async def run(args: argparse.Namespace, view: View) -> int:
                 backend.kubectl_hint(),
             )
             print_summary(result, backend, report, keep=args.keep, color=view.live)
+            if not result.ok:
+                backend.cluster.keep_workdir = True
+                print(f"The cluster's logs are kept in {backend.cluster.workdir / 'logs'}")
             if args.keep:
                 print("\n" + paint("The cluster stays up for exploring.", BOLD, view.live)
                       + " Press Ctrl-C here to stop it (everything it started stops with it).", flush=True)  # fmt: skip

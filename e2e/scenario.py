@@ -68,10 +68,12 @@ class ScenarioConfig:
     concurrency: int = 4  # clients on the Service
     pause_seconds: int = 0  # spec.rollout.pauseSeconds: a pause between two pods
     soak_seconds: int = 0  # spec.rollout.analysis.soakSeconds
-    pod_timeout_seconds: int = 120  # spec.rollout.podTimeoutSeconds
+    # spec.rollout.podTimeoutSeconds: it also bounds the wait for a booting pod to be usable, and
+    # three servers importing torch at once on a busy 2-core machine can take minutes.
+    pod_timeout_seconds: int = 300
     baseline_seconds: float = 1.0  # load on the settled v1 fleet before the first change
     settle_seconds: float = 1.0  # load after each change settled
-    install_timeout: float = 300.0  # the first install boots every pod's server (imports torch)
+    install_timeout: float = 420.0  # the first install boots every pod's server (imports torch)
     change_timeout: float = 180.0
     poll_seconds: float = 0.25
 

@@ -97,7 +97,16 @@ async def local_backend(
     pods: int = 3,
     flavour: Flavour = "real",
     server_args: Sequence[str] = (),
+    keep_logs_on_error: bool = True,
 ) -> AsyncIterator[LocalBackend]:
-    """A fresh local cluster (API server, pods, operator) for the block; everything stops on exit."""
-    async with LocalCluster(pods=pods, flavour=flavour, server_args=server_args) as cluster:
-        yield LocalBackend(cluster, models_dir)
+    """A fresh local cluster (API server, pods, operator) for the block; everything stops on exit.
+    When the block raises (a Ctrl-C aside), the cluster's folder with its logs is kept and named."""
+    cluster = LocalCluster(pods=pods, flavour=flavour, server_args=server_args)
+    async with cluster:
+        try:
+            yield LocalBackend(cluster, models_dir)
+        except Exception:
+            if keep_logs_on_error:
+                cluster.keep_workdir = True
+                print(f"local cluster logs kept in {cluster.workdir / 'logs'}", file=sys.stderr)
+            raise
