@@ -130,8 +130,9 @@ def plot(
                 f'stroke="{mark.color}" stroke-width="1.2" stroke-dasharray="4 3"/>'
             )
             out.append(
-                f'<text x="{x(mark.t) + 3:.1f}" y="{top + ph - 4 - 12 * (i % 3)}" font-size="10.5" '
-                f'fill="{mark.color}">{html.escape(mark.label)}</text>'
+                f'<text x="{x(mark.t) + 3:.1f}" y="{top + 26 + 12 * (i % 3)}" font-size="10.5" '
+                f'fill="{mark.color}" stroke="#fff" stroke-width="3" paint-order="stroke">'
+                f"{html.escape(mark.label)}</text>"
             )
     out.append("</svg>")
     return "\n".join(out)

@@ -106,10 +106,10 @@ class View:
             swap = pod.get("lastSwap") or {}
             swap_text = ""
             if swap:
-                pause = swap.get("pauseMs")
-                swap_text = f"{swap.get('mode', '?')}" + (
-                    f", requests paused {pause:.1f} ms" if isinstance(pause, int | float) else ""
-                )
+                pause, mode = swap.get("pauseMs"), swap.get("mode", "?")
+                swap_text = str(mode)
+                if mode == "inplace" and isinstance(pause, int | float):
+                    swap_text += f", requests paused {pause:.1f} ms"
             err = f"{errors:>7}"
             if errors:
                 err = f"{RED}{err}{RESET}"
