@@ -56,12 +56,11 @@ def kubectl_commands(backend: LocalBackend, result: ScenarioResult | None) -> li
     name = backend.model_name
     lines = [
         f"{k} get rrm {name} -o wide",
-        f"{k} describe rrm {name}",
-        f"{k} get rrm {name} -o jsonpath='{{.status.history}}'",
+        f"{k} describe rrm {name}   # with its Events: Activated, RolloutFailed, PodRolledBack ...",
+        f"{k} get rrm {name} -o yaml   # the whole status: pods, rollout, history, conditions",
         f"{k} wait --for=condition=Ready rrm/{name} --timeout=60s",
         f"{k} get pods -o wide",
-        f"{k} get events --sort-by=.lastTimestamp",
-        f"{k} get configmap {name}-boot -o yaml",
+        f"{k} get configmap {name}-boot -o yaml   # the boot file: the last-good version",
     ]
     if result is not None:
         v1 = result.versions[0]
