@@ -38,7 +38,10 @@ async def _local(args: argparse.Namespace, config: ScenarioConfig) -> ScenarioRe
     models_dir = args.models or testmodels_dir()
     m = config.models
     generate(models_dir, [m.v1, m.v2, m.v3])
-    async with local_backend(models_dir, pods=args.pods, flavour=args.flavour) as backend:
+    server_args = ["--swap-mode", args.swap_mode]
+    async with local_backend(
+        models_dir, pods=args.pods, flavour=args.flavour, server_args=server_args
+    ) as backend:
         return await Scenario(backend, config, on_event=print_event).run()
 
 
@@ -58,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flavour", choices=["real", "fake"], default="real",
                         help="local: real server+agent pods, or light fakes (default real)")  # fmt: skip
     parser.add_argument("--models", type=Path, help="local: folder of generated test models")
+    parser.add_argument("--swap-mode", choices=["inplace", "double", "auto"], default="inplace",
+                        help="local: the servers' swap mode (default inplace)")  # fmt: skip
     parser.add_argument("--concurrency", type=int, default=4, help="clients on the Service (default 4)")
     parser.add_argument("--pause-seconds", type=int, default=0, help="spec.rollout.pauseSeconds")
     args = parser.parse_args(argv)
@@ -65,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         models=MODEL_SETS[args.models_set], concurrency=args.concurrency, pause_seconds=args.pause_seconds
     )
     if args.backend == "kind":
-        config = dataclasses_replace_for_kind(config)
+        from .backends.kind import scenario_config
+
+        config = scenario_config(config)
     try:
         result = asyncio.run(_local(args, config) if args.backend == "local" else _kind(args, config))
     except ScenarioError as exc:
@@ -75,14 +82,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print_result(result)
     return 0 if result.ok else 1
-
-
-def dataclasses_replace_for_kind(config: ScenarioConfig) -> ScenarioConfig:
-    """On kind the pods pull the image and boot first: give waits real-cluster room."""
-    import dataclasses
-
-    return dataclasses.replace(config, install_timeout=900, change_timeout=600, pod_timeout_seconds=300,
-                               concurrency=max(config.concurrency, 8), poll_seconds=1.0)  # fmt: skip
 
 
 if __name__ == "__main__":

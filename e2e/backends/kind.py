@@ -27,12 +27,13 @@ import sys
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .. import commands
 from ..backend import LoadRun, LoadSummary
+from ..scenario import ScenarioConfig
 
 REPO = Path(__file__).resolve().parents[2]
 LOADGEN = REPO / "e2e" / "kind" / "loadgen.py"
@@ -331,6 +332,19 @@ def publish_folder(cfg: KindConfig, version: str, folder: Path) -> dict[str, str
 # ---------------------------------------------------------------------------------- the backend
 
 
+def scenario_config(config: ScenarioConfig) -> ScenarioConfig:
+    """The scenario's settings on kind: real-cluster room in the waits (pods boot on a laptop, the
+    load pod pulls nothing but starts), more clients, a gentler poll of the API."""
+    return dataclasses.replace(
+        config,
+        install_timeout=900,
+        change_timeout=600,
+        pod_timeout_seconds=300,
+        concurrency=max(config.concurrency, 8),
+        poll_seconds=1.0,
+    )
+
+
 class KindBackend:
     name = "kind"
 
@@ -404,6 +418,12 @@ class KindBackend:
 
     def kubectl_hint(self) -> str:
         return f"kubectl --context {self.cfg.context} --namespace {self.cfg.namespace}"
+
+
+if TYPE_CHECKING:  # mypy holds the backend to the interface the scenario uses
+    from ..backend import Backend
+
+    _conforms: Backend = KindBackend(KindConfig())
 
 
 # ---------------------------------------------------------------------------------- CLI

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hotswap_operator import names
 from hotswap_operator.localcluster.cluster import Flavour, LocalCluster
@@ -88,6 +88,12 @@ class LocalBackend:
 
     def kubectl_hint(self) -> str:
         return f"{kubectl_path()} --kubeconfig {self.cluster.kubeconfig}"
+
+
+if TYPE_CHECKING:  # mypy holds the backend to the interface the scenario uses
+    from ..backend import Backend
+
+    _conforms: Backend = LocalBackend(LocalCluster(), Path())
 
 
 @contextlib.asynccontextmanager
