@@ -185,7 +185,6 @@ def main(argv: list[str] | None = None) -> int:
 
     view = View(None, live=False if args.plain else None)
     chosen = BROKEN[args.broken]
-    ensure_models(args.models or testmodels_dir(), [chosen.v1, chosen.v2, chosen.v3], view)
 
     async def guarded() -> int:
         # SIGTERM (a CI runner, `timeout`) stops the demo like Ctrl-C: the cluster closes in order.
@@ -195,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         return await run(args, view)
 
     try:
+        ensure_models(args.models or testmodels_dir(), [chosen.v1, chosen.v2, chosen.v3], view)
         return asyncio.run(guarded())
     except (KeyboardInterrupt, asyncio.CancelledError):
         sys.stdout.write("\x1b[?25h" if view.live else "")
