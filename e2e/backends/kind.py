@@ -10,7 +10,7 @@ docs/agent.md) on the agents' allow-list. Client load runs in a pod (``e2e/kind/
 against the Service's cluster DNS name, so kube-proxy spreads it over the pods the way it does for
 real clients (``kubectl port-forward svc/...`` would tunnel every request to one pod).
 
-``python -m e2e.backends.kind cluster-config | models-server | boot-values | publish VERSION MODEL``
+``python -m e2e.backends.kind cluster-config | models-server | values | publish VERSION MODEL``
 prints what the shell scripts in ``e2e/kind/`` feed to kind, kubectl and helm.
 """
 
@@ -211,11 +211,15 @@ def models_server_manifests(cfg: KindConfig) -> list[dict[str, Any]]:
     return [deployment, service]
 
 
-def boot_values(cfg: KindConfig, source: Mapping[str, str]) -> dict[str, Any]:
-    """Helm values added to ``e2e/kind/values.yaml``: the agents' allow-list (the models server
-    only) and the boot version (``model.*`` fills the boot ConfigMap; ``model.create`` is false
-    there: the scenario applies the RerankerModel itself)."""
+def generated_values(cfg: KindConfig, source: Mapping[str, str]) -> dict[str, Any]:
+    """Helm values added to ``e2e/kind/values.yaml``: the image (``$HOTSWAP_E2E_IMAGE``), the
+    agents' allow-list (the models server only) and the boot version (``model.*`` fills the boot
+    ConfigMap; ``model.create`` is false there: the scenario applies the RerankerModel itself)."""
+    repository, _, tag = cfg.image.rpartition(":")
+    if not repository or "/" in tag:
+        repository, tag = cfg.image, "latest"
     return {
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
         "reranker": {"agent": {"allow": [f"{cfg.models_url}/"]}},
         "model": {
             "name": cfg.model,
@@ -434,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("cluster-config", help="the kind cluster config (YAML)")
     sub.add_parser("models-server", help="the in-cluster models http server (YAML)")
-    sub.add_parser("boot-values", help="publish the boot version; the Helm values naming it (YAML)")
+    sub.add_parser("values", help="publish the boot version; the generated Helm values (YAML)")
     pub = sub.add_parser("publish", help="publish a test model as a version; print its source (JSON)")
     pub.add_argument("version")
     pub.add_argument("model")
@@ -444,9 +448,9 @@ def main(argv: list[str] | None = None) -> int:
         out: str = yaml.safe_dump(kind_cluster_config(cfg), sort_keys=False)
     elif args.command == "models-server":
         out = yaml.safe_dump_all(models_server_manifests(cfg), sort_keys=False)
-    elif args.command == "boot-values":
+    elif args.command == "values":
         source = KindBackend(cfg).publish(cfg.boot_version, cfg.boot_model)
-        out = yaml.safe_dump(boot_values(cfg, source), sort_keys=False)
+        out = yaml.safe_dump(generated_values(cfg, source), sort_keys=False)
     else:
         out = json.dumps(KindBackend(cfg).publish(args.version, args.model)) + "\n"
     sys.stdout.write(out)

@@ -12,12 +12,12 @@ kindpy models-server | kc apply -f -
 kc rollout status deployment/hotswap-models --timeout=180s
 
 log "publishing the boot version (generates the test models on first use)"
-kindpy boot-values >"$HOTSWAP_E2E_WORK/values-boot.yaml"
-cat "$HOTSWAP_E2E_WORK/values-boot.yaml"
+kindpy values >"$HOTSWAP_E2E_WORK/values-generated.yaml"
+cat "$HOTSWAP_E2E_WORK/values-generated.yaml"
 
 log "helm upgrade --install $HOTSWAP_E2E_RELEASE"
 helm upgrade --install "$HOTSWAP_E2E_RELEASE" "$REPO/helm/hotswap" \
   --kube-context "$CONTEXT" --namespace "$HOTSWAP_E2E_NAMESPACE" --create-namespace \
-  --values "$REPO/e2e/kind/values.yaml" --values "$HOTSWAP_E2E_WORK/values-boot.yaml" \
+  --values "$REPO/e2e/kind/values.yaml" --values "$HOTSWAP_E2E_WORK/values-generated.yaml" \
   --wait --timeout 15m
 kc get pods -o wide

@@ -80,7 +80,7 @@ def test_scripts_call_existing_builder_commands() -> None:
     used = set()
     for script in SCRIPTS:
         used |= set(re.findall(r"\bkindpy ([a-z-]+)", script.read_text()))
-    assert used == {"cluster-config", "models-server", "boot-values"}
+    assert used == {"cluster-config", "models-server", "values"}
     for command in used:
         with pytest.raises(SystemExit) as exc:
             kind.main([command, "--help"])
@@ -97,6 +97,13 @@ def test_config_from_env() -> None:
     assert cfg.service_url == "http://rr-hotswap.ns1.svc.cluster.local:8080"
     assert cfg.models_url == "http://hotswap-models.ns1.svc.cluster.local:8000"
     assert cfg.registry_dir == Path("/w/registry")
+
+
+def test_generated_values_name_the_image() -> None:
+    source = {"uri": "u", "sha256": "s"}
+    values = kind.generated_values(KindConfig(image="registry.local:5000/hs:1.2"), source)
+    assert values["image"] == {"repository": "registry.local:5000/hs", "tag": "1.2", "pullPolicy": "Never"}
+    assert kind.generated_values(KindConfig(image="hs"), source)["image"]["tag"] == "latest"
 
 
 def test_command_builders() -> None:
@@ -172,12 +179,14 @@ def helm() -> Path:
 def rendered(helm: Path, tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     """`helm template` exactly as install.sh installs: the kind values, then the generated boot values."""
     home = tmp_path_factory.mktemp("helm")
-    boot = home / "values-boot.yaml"
+    boot = home / "values-generated.yaml"
     boot.write_text(
-        yaml.safe_dump(kind.boot_values(CFG, {"uri": f"{CFG.models_url}/v1", "sha256": "ab" * 32}))
+        yaml.safe_dump(kind.generated_values(CFG, {"uri": f"{CFG.models_url}/v1", "sha256": "ab" * 32}))
     )
     install = (REPO / "e2e" / "kind" / "install.sh").read_text()
-    assert '--values "$REPO/e2e/kind/values.yaml" --values "$HOTSWAP_E2E_WORK/values-boot.yaml"' in install
+    assert (
+        '--values "$REPO/e2e/kind/values.yaml" --values "$HOTSWAP_E2E_WORK/values-generated.yaml"' in install
+    )
     env = {
         **os.environ,
         "HELM_CONFIG_HOME": str(home),
@@ -348,8 +357,9 @@ async def fake_service() -> AsyncIterator[tuple[str, list[int]]]:
 
     async def rerank(request: web.Request) -> web.Response:
         calls[0] += 1
+        n = calls[0]  # before any await: other requests move the counter meanwhile
         await request.read()
-        if calls[0] % 7 == 0:
+        if n % 7 == 0:
             return web.json_response({"error": "busy"}, status=503)
         return web.json_response([{"index": 0, "score": 0.9}], headers={"X-Hotswap-Model-Version": "v1"})
 
