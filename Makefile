@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo demo-server test lint typecheck unit bench crds clean
+.PHONY: setup demo demo-server e2e e2e-kind test lint typecheck unit bench crds clean
 
 setup: $(STAMP)
 
@@ -20,10 +20,17 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/python -m demo.server_demo $(DEMO_ARGS)
+	$(VENV)/bin/python -m demo.cluster_demo $(DEMO_ARGS)
 
 demo-server: setup
 	$(VENV)/bin/python -m demo.server_demo $(DEMO_ARGS)
+
+e2e: setup
+	$(VENV)/bin/python -m e2e local $(E2E_ARGS)
+
+# Needs Docker, kind, kubectl, helm and network access: see e2e/README.md.
+e2e-kind: setup
+	e2e/kind/run.sh $(E2E_ARGS)
 
 LINT_PATHS := $(wildcard server operator tests bench e2e demo)
 
@@ -32,7 +39,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 typecheck: setup
-	$(VENV)/bin/mypy server/hotswap_server server/hotswap_agent operator/hotswap_operator
+	$(VENV)/bin/mypy server/hotswap_server server/hotswap_agent operator/hotswap_operator e2e demo
 
 unit: setup
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)

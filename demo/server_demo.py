@@ -91,7 +91,8 @@ async def run(models: Path, clients: int, seconds: float) -> int:
                 print(f"  {item['score']:+.3f}  {DOCS[item['index']]}")
             fruit_last = ranking[-1]["index"] == 1
 
-            stop, log = asyncio.Event(), []
+            stop = asyncio.Event()
+            log: list[tuple[object, str | None, float]] = []
             tasks = [asyncio.create_task(_client(session, url, stop, log)) for _ in range(clients)]
             print(
                 f"\n{clients} clients are sending requests for {seconds:.0f} s; swapping v1 -> v2 -> v1 meanwhile"
