@@ -1,0 +1,375 @@
+"""Targets, the markdown report, and its section in docs/BENCHMARKS.md (one per device kind)."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MB = 1024 * 1024
+HEADER = """# Benchmarks
+
+Written by `make bench` (`python -m bench.run`); each device kind has its own section, replaced
+by the next run on that kind.
+"""
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    measured: str
+    required: str
+    passed: bool
+    applies: bool = True  # False: reported for information (a CPU target on a CUDA run)
+
+    @property
+    def verdict(self) -> str:
+        if not self.applies:
+            return "PASS (info)" if self.passed else "FAIL (info)"
+        return "PASS" if self.passed else "FAIL"
+
+
+def _row(rows: list[dict[str, Any]], clients: int, docs: int) -> dict[str, Any] | None:
+    return next((r for r in rows if r["clients"] == clients and r["docs"] == docs), None)
+
+
+def _throughput_targets(results: dict[str, Any], cpu: bool) -> list[Target]:
+    ceiling = results["ceiling"]["pairs_per_s"]
+    server, baseline = results["server"], results["baseline"]
+    most = max((r["clients"] for r in server), default=0)
+    out = []
+    for docs in sorted({r["docs"] for r in server}):
+        row = _row(server, most, docs)
+        if row is None:
+            continue
+        ratio = row["pairs_per_s"] / ceiling if ceiling else 0.0
+        out.append(
+            Target(
+                f"server, {most} clients, {docs}-doc requests vs raw ceiling",
+                f"{ratio:.2f}x ({row['pairs_per_s']:.1f} / {ceiling:.1f} pairs/s)",
+                ">= 0.95x",
+                ratio >= 0.95 and row["failures"] == 0,
+                cpu,
+            )
+        )
+    srv, base = _row(server, most, 3), _row(baseline, most, 3)
+    if srv and base:
+        ratio = srv["pairs_per_s"] / base["pairs_per_s"] if base["pairs_per_s"] else math.inf
+        out.append(
+            Target(
+                f"server vs lock baseline, {most} clients, 3-doc requests",
+                f"{ratio:.2f}x ({srv['pairs_per_s']:.1f} / {base['pairs_per_s']:.1f} pairs/s)",
+                ">= 1.4x",
+                ratio >= 1.4,
+                cpu,
+            )
+        )
+    return out
+
+
+def _added(s: dict[str, Any]) -> str:
+    return (
+        f"{s['added_worst_ms']:+.1f} ms, median of {len(s['swaps'])} swaps (worst swap "
+        f"{s['added_worst_max_ms']:+.1f}; {s['window_worst_ms']:.1f} vs {s['steady_worst_ms']:.1f} ms)"
+    )
+
+
+def _swap_targets(swap: dict[str, Any], cpu: bool) -> list[Target]:
+    out = []
+    if "inplace" in swap:
+        s = swap["inplace"]
+        out.append(
+            Target(
+                f"inplace swap: worst latency within {s['window_s']:g} s vs steady-state worst",
+                _added(s),
+                "< +50 ms, no failure",
+                s["added_worst_ms"] < 50 and s["failures"] == 0,
+                cpu,
+            )
+        )
+        out.append(
+            Target(
+                "inplace swap: anonymous memory growth (max during - steady-state max, worst swap)",
+                f"{s['anon_growth'] / MB:+.1f} MiB = {s['anon_growth_of_model']:.1%} of the model",
+                "< 10% of the model",
+                s["anon_growth_of_model"] < 0.10,
+                cpu,
+            )
+        )
+        gpu = s.get("gpu")
+        if gpu:
+            worst = max(gpu["peak_after"], gpu["allocated_during_max"], gpu["allocated_after"])
+            growth = worst / gpu["peak_before"] - 1
+            out.append(
+                Target(
+                    "inplace swap: GPU memory (peak and allocated) vs steady-state peak",
+                    f"{growth:+.2%} ({worst / MB:.0f} vs {gpu['peak_before'] / MB:.0f} MiB)",
+                    "within 2%",
+                    growth <= 0.02,
+                )
+            )
+    if "double" in swap:
+        s = swap["double"]
+        out.append(
+            Target(
+                f"double swap: worst latency within {s['window_s']:g} s vs steady-state worst",
+                f"{_added(s)}, pause {s['pause_max_ms']:.1f} ms",
+                "<= 0 ms (no added latency), pause 0, no failure",
+                s["added_worst_ms"] <= 0 and s["pause_max_ms"] == 0 and s["failures"] == 0,
+                cpu,
+            )
+        )
+    return out
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    """The targets of issue 2; those set for the 2-core CPU are informational on CUDA."""
+    cpu = results["meta"]["device"] == "cpu"
+    return _throughput_targets(results, cpu) + _swap_targets(results.get("swap", {}), cpu)
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _f(value: float | None, digits: int = 1) -> str:
+    return (
+        "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+    )
+
+
+def _mib(value: float) -> str:
+    return f"{value / MB:.1f}"
+
+
+def _throughput_rows(name: str, rows: list[dict[str, Any]], ceiling: float) -> list[list[str]]:
+    return [
+        [
+            name,
+            str(r["docs"]),
+            str(r["clients"]),
+            _f(r["pairs_per_s"]),
+            f"{r['pairs_per_s'] / ceiling:.2f}x" if ceiling else "n/a",
+            " / ".join(_f(x) for x in r["rounds_pairs_per_s"]),
+            _f(r["p50_ms"]),
+            _f(r["p99_ms"]),
+            str(r["requests"]),
+            str(r["failures"]),
+            _f(r["other_cores"], 2),
+        ]
+        for r in rows
+    ]
+
+
+def _fmt_any(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return _f(v, 2)
+    return str(v)
+
+
+def _rollout_table(rollout: dict[str, Any]) -> str:
+    if "skipped" in rollout:
+        return f"Not measured: {rollout['skipped']}."
+    keys: list[str] = []
+    rows = []
+    for pods, result in rollout.items():
+        scalars = {k: v for k, v in result.items() if isinstance(v, int | float | str | bool)}
+        keys += [k for k in scalars if k not in keys]
+        rows.append((pods, scalars))
+    return _table(["pods", *keys], [[str(p)] + [_fmt_any(s.get(k)) for k in keys] for p, s in rows])
+
+
+def _meta_lines(meta: dict[str, Any], c: dict[str, Any]) -> list[str]:
+    return [
+        f"Command: `{meta['command']}`  ",
+        f"Date: {meta['date']}  ",
+        f"Machine: {meta['cpu_count']} CPUs ({meta['cpu_model']}), {meta['device_name']}; "
+        f"Python {meta['python']}, torch {meta['torch']}, transformers {meta['transformers']}; "
+        f"torch intra-op threads {c['torch_threads']} (torch's default, in every process)  ",
+        f"Load: 1-minute load average {meta['loadavg_start']:.2f} at the start, {meta['loadavg_max']:.2f} at "
+        f"most, {meta['loadavg_end']:.2f} at the end (it counts this benchmark's own server and clients); "
+        f"other processes used at most {meta['other_cores_max']:.2f} cores during a kept measurement "
+        f"(others' CPU below, in cores; a measurement they disturbed by more than {meta['quiet_cores']:g} cores "
+        f"was taken again, up to {meta['retries']} more time(s), keeping the least disturbed)  ",
+        f"Model: {meta['model']}, {c['parameters'] / 1e6:.1f}M parameters, {_mib(c['model_bytes'])} MiB in "
+        f"{meta['dtype']}. Inputs: 8-word queries, 60-word documents ({c['tokens_per_pair']:.0f} tokens per "
+        f"pair), max batch {c['batch']}. Throughput: median of {meta['rounds']} interleaved round(s).",
+    ]
+
+
+def _swap_section(swap: dict[str, Any]) -> list[str]:
+    s0 = next(iter(swap.values()))
+    window = f"{s0['window_s']:g} s"
+    parts = ["", f"### Swaps under load ({s0['clients']} clients, {s0['docs']}-doc requests)", ""]
+    head = [
+        "mode", "swaps", "pause ms (median / max)", "steady worst ms", f"worst within {window} ms",
+        "added ms (median / max)", "anon MiB steady max / max during / after", "anon growth (worst swap)",
+        "failures", "version after", "others' CPU",
+    ]  # fmt: skip
+    rows = [
+        [
+            f"{s['mode']} ({s['reported_mode']})",
+            str(len(s["swaps"])),
+            f"{_f(s['pause_ms'])} / {_f(s['pause_max_ms'])}",
+            _f(s["steady_worst_ms"]),
+            _f(s["window_worst_ms"]),
+            f"{s['added_worst_ms']:+.1f} / {s['added_worst_max_ms']:+.1f}",
+            f"{_mib(s['anon_steady_max'])} / {_mib(s['anon_during_max'])} / {_mib(s['anon_after'])}",
+            f"{s['anon_growth'] / MB:+.1f} MiB ({s['anon_growth_of_model']:.1%})",
+            str(s["failures"]),
+            ",".join(s["versions_after"]),
+            _f(s["other_cores"], 2),
+        ]
+        for s in swap.values()
+    ]
+    parts.append(_table(head, rows))
+    parts += ["", 'Each swap ("just before": the steady stretch since the previous swap\'s window):', ""]
+    head = [
+        "mode", "to", "pause ms", "admin call ms", "p50 just before ms", "worst just before ms",
+        f"worst within {window} ms", "added ms (vs steady-state worst)", "anon growth MiB", "memory samples during",
+    ]  # fmt: skip
+    rows = [
+        [
+            s["mode"],
+            w["to"],
+            _f(w["pause_ms"]),
+            _f(w["call_ms"]),
+            _f(w["steady_p50_ms"]),
+            _f(w["steady_worst_before_ms"]),
+            _f(w["window_worst_ms"]),
+            f"{w['added_worst_ms']:+.1f}",
+            f"{w['anon_growth'] / MB:+.2f}",
+            str(w["memory_samples_during"]),
+        ]
+        for s in swap.values()
+        for w in s["swaps"]
+    ]
+    parts.append(_table(head, rows))
+    gpu_rows = [
+        [s["mode"]]
+        + [
+            _mib(s["gpu"][k])
+            for k in (
+                "allocated_before",
+                "allocated_during_max",
+                "allocated_after",
+                "peak_before",
+                "peak_after",
+            )
+        ]
+        for s in swap.values()
+        if s.get("gpu")
+    ]
+    if gpu_rows:
+        parts += ["", "GPU memory around the swaps (MiB, the admin state's `memory`):", ""]
+        head = [
+            "mode",
+            "allocated before",
+            "allocated max during",
+            "allocated after",
+            "peak before",
+            "peak after",
+        ]
+        parts.append(_table(head, gpu_rows))
+    return parts
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta, c = results["meta"], results["ceiling"]
+    kind = meta["device_kind"]
+    title = "CPU" if kind == "cpu" else "CUDA"
+    if meta["quick"]:
+        title += " (--quick run: durations too short for conclusions)"
+    parts = [f"<!-- bench:{kind} -->", f"## {title}", "", *_meta_lines(meta, c), "", "### Targets", ""]
+    parts.append(
+        _table(
+            ["target", "measured", "required", "result"],
+            [[t.name, t.measured, t.required, t.verdict] for t in results["targets"]],
+        )
+    )
+    parts += ["", "### Raw ceiling (in-process tokenize + forward loop)", ""]
+    head = [
+        "batch",
+        "pairs/s (median)",
+        "rounds",
+        "ms per batch",
+        "of which tokenize ms",
+        "padded length",
+        "others' CPU",
+    ]
+    row = [
+        str(c["batch"]),
+        _f(c["pairs_per_s"]),
+        " / ".join(_f(x) for x in c["rounds_pairs_per_s"]),
+        _f(c["batch_ms"]),
+        _f(c["tokenize_ms"]),
+        _f(c["padded_length"], 0),
+        _f(c["other_cores"], 2),
+    ]
+    parts.append(_table(head, [row]))
+    parts += ["", "### Throughput and latency (closed-loop clients, TEI `/rerank`)", ""]
+    head = [
+        "server", "docs/req", "clients", "pairs/s", "x ceiling", "rounds", "p50 ms", "p99 ms",
+        "requests", "failures", "others' CPU",
+    ]  # fmt: skip
+    rows = _throughput_rows("hotswap", results["server"], c["pairs_per_s"])
+    rows += _throughput_rows("lock baseline", results["baseline"], c["pairs_per_s"])
+    parts.append(_table(head, rows))
+    if results.get("swap"):
+        parts += _swap_section(results["swap"])
+    if results.get("rollout") is not None:
+        parts += ["", "### Operator rollout (bench/rollout_bench.py)", "", _rollout_table(results["rollout"])]
+    parts += ["", f"<!-- /bench:{kind} -->", ""]
+    return "\n".join(parts)
+
+
+def write_section(path: Path, section: str, kind: str) -> None:
+    """Replace this device kind's section in ``path`` (or add it); everything else stays."""
+    text = path.read_text() if path.exists() else HEADER
+    pattern = re.compile(rf"<!-- bench:{kind} -->.*?<!-- /bench:{kind} -->\n?", re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _m: section, text, count=1)
+    else:
+        marker = "<!-- bench:notes -->"  # new sections go above the notes, when the file has them
+        if marker in text:
+            text = text.replace(marker, section + "\n" + marker, 1)
+        else:
+            text = text.rstrip("\n") + "\n\n" + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def console(results: dict[str, Any]) -> str:
+    """A short plain-text summary for the terminal."""
+    meta, c = results["meta"], results["ceiling"]
+    lines = [
+        f"device {meta['device_name']}, model {meta['model']}, load average {meta['loadavg_start']:.2f} "
+        f"-> {meta['loadavg_end']:.2f} (max {meta['loadavg_max']:.2f}); other processes used at most "
+        f"{meta['other_cores_max']:.2f} cores during a kept measurement",
+        f"raw ceiling: {c['pairs_per_s']:.1f} pairs/s (batch {c['batch']})",
+    ]
+    for name in ("server", "baseline"):
+        for r in results[name]:
+            lines.append(
+                f"{name:8} docs={r['docs']:<3} clients={r['clients']:<3} {r['pairs_per_s']:8.1f} pairs/s "
+                f"p50 {r['p50_ms']:8.1f} ms p99 {r['p99_ms']:8.1f} ms  failures {r['failures']}"
+            )
+    for s in results.get("swap", {}).values():
+        lines.append(
+            f"swap {s['mode']:8} pause {s['pause_ms']:.1f} ms, worst {s['steady_worst_ms']:.1f} -> "
+            f"{s['window_worst_ms']:.1f} ms ({s['added_worst_ms']:+.1f}, worst swap {s['added_worst_max_ms']:+.1f}), "
+            f"anon {s['anon_growth'] / MB:+.1f} MiB ({s['anon_growth_of_model']:.1%} of the model), "
+            f"failures {s['failures']}"
+        )
+    for t in results["targets"]:
+        lines.append(f"{t.verdict:11} {t.name}: {t.measured} (required {t.required})")
+    return "\n".join(lines)
