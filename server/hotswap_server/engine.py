@@ -8,17 +8,20 @@ Invariants (the heart of the hot swap):
 - In double mode a new slot becomes active while the old one finishes its pinned jobs.
 So each job is scored by exactly one version, and ``Job.version`` names it.
 
-On CPU, as many batches run at once as torch has intra-op threads, each on its own model
-thread with one intra-op thread: a batch split across cores waits at every operator for its
-slowest core, so one core taken by the event loop, a client or a neighbour stalls the whole
-forward; independent batches only slow down. A batch that runs alone gets every thread (low
-latency at low load). On a GPU, and for a model whose device is unknown, one batch at a time.
+On CPU, as many batches run at once as torch has intra-op threads, on their own model threads,
+sharing those threads out: with as many batches as threads, one each. A batch split across cores
+waits at every operator for its slowest core, so one core taken by the event loop, a client or a
+neighbour stalls the whole forward; independent batches only slow down. The share is re-read at
+every module a forward enters, so a batch left running alone (low load, or the drain before an
+in-place swap) takes every thread back at once. On a GPU, and for a model whose device is
+unknown, one batch at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -49,6 +52,24 @@ MIN_FILL = 0.875
 class BackendError(HotswapError):
     status = 500
     error_type = "Backend"
+
+
+_model_thread = threading.local()  # .engine: the engine whose CPU forward this thread runs
+_hook_installed = False
+
+
+def _follow_share(module: torch.nn.Module, args: object) -> None:
+    """Forward pre-hook on every module: a CPU forward of the engine uses its current share of threads."""
+    engine = getattr(_model_thread, "engine", None)
+    if engine is not None and torch.get_num_threads() != engine.share:
+        torch.set_num_threads(engine.share)
+
+
+def _install_share_hook() -> None:
+    global _hook_installed
+    if not _hook_installed:
+        torch.nn.modules.module.register_module_forward_pre_hook(_follow_share)
+        _hook_installed = True
 
 
 @dataclass(eq=False)
@@ -118,6 +139,7 @@ class Engine:
         self.threads = max(1, torch.get_num_threads())
         self.model_thread = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="hotswap-model")
         self._running = 0  # forwards on the model threads now
+        self.share = self.threads  # intra-op threads for each running CPU forward
         self.active: Slot | None = None
         self._jobs: deque[Job] = deque()
         self._waiting_pairs = 0
@@ -194,12 +216,28 @@ class Engine:
     async def on_model_thread(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.model_thread, fn)
 
-    def _with_threads(self, threads: int | None, fn: Callable[[], T]) -> T:
-        """Run ``fn`` with ``threads`` intra-op threads (None: as they are). Under OpenMP the
-        setting belongs to the calling thread, so each model thread keeps its own."""
-        if threads is not None and self.threads > 1 and torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
+    def _alone(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (nothing else runs) with every thread. Under OpenMP the thread count is a
+        setting of the calling thread, so each model thread keeps its own."""
+        if self.threads > 1 and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
         return fn()
+
+    def _cpu_forward(self, fn: Callable[[], T]) -> T:
+        """Run a CPU forward on its share of the threads, following the share as it changes."""
+        if self.threads == 1:
+            return fn()
+        _install_share_hook()  # only where CPU forwards run: hooks cost every module call a little
+        _model_thread.engine = self
+        try:
+            _follow_share(None, None)  # type: ignore[arg-type]
+            return fn()
+        finally:
+            _model_thread.engine = None
+
+    def _set_running(self, delta: int) -> None:
+        self._running += delta
+        self.share = max(1, self.threads // max(1, self._running))
 
     async def exclusive(self, fn: Callable[[], T]) -> tuple[T, float]:
         """Run ``fn`` on the model thread once no job is pinned; new jobs wait meanwhile.
@@ -214,7 +252,7 @@ class Engine:
                     slot.idle.clear()
                     self._wakeup.set()
                     await slot.idle.wait()
-            result = await self.on_model_thread(partial(self._with_threads, self.threads, fn))
+            result = await self.on_model_thread(partial(self._alone, fn))
         finally:
             self._paused = False
             self._wakeup.set()
@@ -358,13 +396,12 @@ class Engine:
         queries = [job.query for job, _ in batch]
         docs = [job.docs[i] for job, i in batch]
         self.metrics.batch_size.observe(len(batch))
-        self._running += 1
-        # Alone, a batch gets every thread; beside others, one each (see the module docstring).
-        threads = max(1, self.threads // self._running) if slot.on_cpu else None
+        forward = partial(runner.score, queries, docs)
+        if slot.on_cpu:
+            forward = partial(self._cpu_forward, forward)
+        self._set_running(+1)
         try:
-            raw, tokens = await self.on_model_thread(
-                partial(self._with_threads, threads, partial(runner.score, queries, docs))
-            )
+            raw, tokens = await self.on_model_thread(forward)
         except Exception as e:
             log.exception("model forward failed for a batch of %d pairs", len(batch))
             for job in {id(j): j for j, _ in batch}.values():
@@ -373,7 +410,7 @@ class Engine:
             self._changed.set()
             return
         finally:
-            self._running -= 1
+            self._set_running(-1)
         self.metrics.pairs.labels(slot.loaded.version).inc(len(batch))
         for (job, i), value, count in zip(batch, raw, tokens, strict=True):
             job.scores[i] = value
