@@ -142,6 +142,10 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         finally:
             ceiling.close()
         servers["baseline"].stop()
+        progress("hotswap-server: the same load without a swap (control) ...")
+        swap["control"] = swaps_under_load(
+            servers["hotswap"], models, "control", args.swap_clients, 3, durations
+        )
         progress("hotswap-server: inplace swaps under load ...")
         swap["inplace"] = swaps_under_load(
             servers["hotswap"], models, "inplace", args.swap_clients, 3, durations

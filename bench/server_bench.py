@@ -346,13 +346,16 @@ def swaps_under_load(
     server: Server, models: ModelSet, mode: str, clients: int, docs: int, durations: Durations
 ) -> dict[str, Any]:
     """Put ``clients`` clients on the server and swap ``durations.swaps`` times, v1 -> v2 -> v1 ...
-    (an activation of the preloaded v2, then rollbacks).
+    (an activation of the preloaded v2, then rollbacks). ``mode="control"`` calls nothing at those
+    moments: the same statistics without a swap are the noise floor the swaps are read against.
 
     Each swap is judged against the steady state just before it: the worst latency of requests
     that completed there, against the worst of requests in flight within ``swap_window_s`` after
     the swap call. Memory is polled from the admin plane throughout.
     """
-    server.admin("POST", "/admin/v1/preload", {"version": "v2", "path": models.v2})
+    control = mode == "control"
+    if not control:
+        server.admin("POST", "/admin/v1/preload", {"version": "v2", "path": models.v2})
     period = durations.swap_steady_s + durations.swap_window_s
     total = durations.warmup_s + durations.swaps * period + 0.5
     spec = LoadSpec(
@@ -375,7 +378,9 @@ def swaps_under_load(
                 time.sleep(max(0.0, at - time.monotonic()))
                 to = "v2" if k % 2 == 0 else "v1"
                 called = time.monotonic()
-                if k == 0:
+                if control:
+                    to, reply = "none", {"mode": "control", "pauseMs": 0.0}
+                elif k == 0:
                     reply = server.admin("POST", "/admin/v1/activate", {"version": "v2"})
                 else:  # the previous version is the other one: each rollback swaps them again
                     reply = server.admin("POST", "/admin/v1/rollback", {})
@@ -420,7 +425,7 @@ def swaps_under_load(
         "failures": result.failures,
         "statuses": statuses(result.records),
         "errors": result.errors,
-        "expected_version_after": last_to,
+        "expected_version_after": "v1" if control else last_to,
         "versions_after": sorted({r.version for r in after if r.status == 200}),
         "model_bytes": model_bytes,
         "anon_before": swaps[0]["anon_before"],

@@ -113,6 +113,8 @@ def test_quick_run_end_to_end_writes_its_section_and_keeps_the_others(
         assert swap["anon_before"] > 0 and swap["anon_during_max"] >= swap["anon_before"]
         assert swap["memory_samples"] > 0 and swap["gpu"] is None and swap["other_cores"] >= 0
     assert results["swap"]["double"]["pause_ms"] == 0
+    control = results["swap"]["control"]  # the same load and statistics, nothing swapped
+    assert [w["to"] for w in control["swaps"]] == ["none", "none"] and control["versions_after"] == ["v1"]
     assert results["rollout"] is None  # --skip-rollout
     assert len(results["targets"]) == 5 and all(t["verdict"] in ("PASS", "FAIL") for t in results["targets"])
 
