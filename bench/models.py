@@ -78,9 +78,7 @@ def testmodels(names: list[str], outdir: Path | None = None) -> Path:
 
 def minilm_set(outdir: Path | None = None) -> ModelSet:
     root = testmodels(["minilm-ce-v1", "minilm-ce-v2"], outdir)
-    return ModelSet(
-        root, "minilm-ce-v1", "minilm-ce-v2", "MiniLM-L6-H384 cross-encoder (BERT, 22.7M)", "float32"
-    )
+    return ModelSet(root, "minilm-ce-v1", "minilm-ce-v2", "MiniLM-L6-H384 cross-encoder (BERT)", "float32")
 
 
 def tiny_set(outdir: Path | None = None) -> ModelSet:
