@@ -252,6 +252,11 @@ class Engine:
                     slot.idle.clear()
                     self._wakeup.set()
                     await slot.idle.wait()
+            # A batch can outlive its jobs (all of them dropped by clients that went away): the
+            # copy must still not overlap any forward that reads these weights.
+            while self._running:
+                self._changed.clear()
+                await self._changed.wait()
             result = await self.on_model_thread(partial(self._alone, fn))
         finally:
             self._paused = False

@@ -121,3 +121,45 @@ async def test_a_failing_forward_fails_only_its_jobs(engine: Engine) -> None:
         await engine.score("q", ["a"])
     engine.set_active(_slot("v1", FakeRunner(1.0)))
     assert (await engine.score("q", ["a"])).raw.tolist() == [1.0]
+
+
+async def test_concurrent_cpu_forwards_all_finish_before_an_inplace_copy(monkeypatch) -> None:
+    """With two model threads, two batches run at once; the copy waits for both."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    engine = Engine(max_batch_size=4, max_queue_pairs=1000, metrics=ServerMetrics())
+    engine.start()
+    try:
+        running = 0
+        peak = 0
+        lock = threading.Lock()
+        both_in = threading.Barrier(2, timeout=10)
+
+        class Concurrent(FakeRunner):
+            def score(self, queries, docs):  # type: ignore[no-untyped-def]
+                nonlocal running, peak
+                with lock:
+                    running += 1
+                    peak = max(peak, running)
+                both_in.wait()  # proves two forwards overlap
+                try:
+                    return super().score(queries, docs)
+                finally:
+                    with lock:
+                        running -= 1
+
+        runner = Concurrent(1.0)
+        slot = _slot("v1", runner)
+        slot.loaded = SimpleNamespace(version="v1", kind="cross-encoder", module=torch.nn.Linear(1, 1))  # type: ignore[assignment]
+        engine.set_active(slot)
+        jobs = [asyncio.create_task(engine.score("q", [f"{k}-{i}" for i in range(4)])) for k in range(2)]
+        await asyncio.sleep(0)
+        seen_running: list[int] = []
+        swapping = asyncio.create_task(engine.exclusive(lambda: seen_running.append(running)))
+        results = await asyncio.gather(*jobs)
+        await swapping
+        assert peak == 2
+        assert seen_running == [0]
+        assert all(r.version == "v1" for r in results)
+    finally:
+        await engine.stop()
