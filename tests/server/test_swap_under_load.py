@@ -57,13 +57,14 @@ async def _client(
             seen.append((k, r.status, r.headers.get("X-Hotswap-Model-Version"), body))
 
 
-@pytest.mark.parametrize("mode", ["inplace", "double"])
+# threads=2: two CPU forwards overlap on the model threads; the in-place copy must wait for both.
+@pytest.mark.parametrize(("mode", "threads"), [("inplace", 1), ("double", 1), ("inplace", 2)])
 async def test_swaps_under_load_fail_nothing_and_never_mix_versions(
-    tmp_path: Path, testmodels_dir: Path, expected: dict, mode: str
+    tmp_path: Path, testmodels_dir: Path, expected: dict, mode: str, threads: int
 ) -> None:
     with run_server(
         tmp_path, testmodels_dir, "--model", str(testmodels_dir / "tiny-xlmr-v1"), "--version", "v1",
-        "--swap-mode", mode, "--max-batch-size", "4",
+        "--swap-mode", mode, "--max-batch-size", "4", "--torch-threads", str(threads),
     ) as server:  # fmt: skip
         seen: list = []
         stop = asyncio.Event()
