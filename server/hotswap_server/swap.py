@@ -7,6 +7,7 @@ activation never loads anything: it moves an already validated host copy into se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -58,7 +59,7 @@ def swap_weights_inplace(live: torch.nn.Module, host: torch.nn.Module, placement
     if stream is not None:
         # The side stream starts after every forward already queued on the default stream.
         stream.wait_stream(torch.cuda.current_stream(placement.device))
-    ctx = torch.cuda.stream(stream) if stream is not None else _nullcontext()
+    ctx = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
     with torch.no_grad(), ctx:
         scratch: dict[torch.dtype, torch.Tensor] = {}
         for name, dst in live_sd.items():
@@ -80,14 +81,6 @@ def swap_weights_inplace(live: torch.nn.Module, host: torch.nn.Module, placement
                 s[start:end].copy_(tmp, non_blocking=True)
     if stream is not None:
         stream.synchronize()
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 class SwapManager:
