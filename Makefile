@@ -1,6 +1,6 @@
 # Every target sets up what it needs on a fresh machine.
-# torch==2.13.0 is installed first: it is a local CPU wheel here, and an unpinned
-# torch would pull a multi-GB CUDA build.
+# torch==2.13.0 is installed first and pinned: PyPI's build (with its CUDA libraries, about 3 GB;
+# it runs on the CPU here). Never leave it unpinned.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo demo-server e2e e2e-kind test lint typecheck unit bench crds clean
+.PHONY: setup demo demo-server e2e e2e-kind test lint typecheck unit bench clean
 
 setup: $(STAMP)
 
@@ -32,14 +32,14 @@ e2e: setup
 e2e-kind: setup
 	e2e/kind/run.sh $(E2E_ARGS)
 
-LINT_PATHS := $(wildcard server operator tests bench e2e demo)
+LINT_PATHS := $(wildcard server operator contract devtools tests bench e2e demo)
 
 lint: setup
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 typecheck: setup
-	$(VENV)/bin/mypy server/hotswap_server server/hotswap_agent operator/hotswap_operator e2e demo
+	$(VENV)/bin/mypy server/hotswap_server server/hotswap_agent operator/hotswap_operator contract/hotswap_contract devtools e2e demo
 
 unit: setup
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)

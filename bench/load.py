@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-VERSION_HEADER = "X-Hotswap-Model-Version"
+from hotswap_contract.wire import VERSION_HEADER
 
 
 @dataclass(frozen=True)

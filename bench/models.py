@@ -1,6 +1,6 @@
 """The model under test, written to a models root the server can preload from.
 
-- CPU: ``minilm-ce-v1`` and ``minilm-ce-v2`` from :mod:`hotswap_server.testmodels` (MiniLM-L6
+- CPU: ``minilm-ce-v1`` and ``minilm-ce-v2`` from :mod:`devtools.testmodels` (MiniLM-L6
   cross-encoders, same shapes, different weights), generated into the same cache the tests use.
 - CUDA: two bge-reranker-v2-m3-shaped folders (XLMRobertaForSequenceClassification with XLM-R
   large dimensions, random weights, fp16 safetensors) in a temporary models root, with the
@@ -9,9 +9,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -58,20 +56,16 @@ class ModelSet:
     def v1_path(self) -> Path:
         return self.root / self.v1
 
-    @property
-    def v2_path(self) -> Path:
-        return self.root / self.v2
-
 
 def testmodels_cache() -> Path:
-    """The folder tests/conftest.py generates the embedded models into (shared, keyed by generator)."""
-    cache = Path(os.environ.get("HOTSWAP_TEST_CACHE", REPO / ".cache"))
-    src = (REPO / "server" / "hotswap_server" / "testmodels.py").read_bytes()
-    return cache / f"testmodels-{hashlib.sha256(src).hexdigest()[:12]}"
+    """The folder the test suite generates the embedded models into (shared, keyed by generator)."""
+    from devtools.testmodels import cache_dir
+
+    return cache_dir()
 
 
 def testmodels(names: list[str], outdir: Path | None = None) -> Path:
-    from hotswap_server.testmodels import generate
+    from devtools.testmodels import generate
 
     return generate(outdir or testmodels_cache(), names)
 

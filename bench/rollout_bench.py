@@ -50,10 +50,10 @@ def run(
 async def _run(
     pods: int, model: str, with_load: bool, timeout: float, simulate: float | None
 ) -> dict[str, Any]:
-    from hotswap_operator.localcluster.cluster import LocalCluster
     from hotswap_operator.timeutil import parse
 
     from bench.models import testmodels
+    from devtools.localcluster.cluster import LocalCluster
 
     v1_name, v2_name = MODELS[model]
     root = testmodels([v1_name, v2_name]) if simulate is None else Path()

@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from devtools import dev_env
 from e2e.backends.local import LocalBackend, local_backend
 from e2e.models import testmodels_dir
 from e2e.result import ScenarioResult
@@ -44,8 +45,8 @@ def ensure_models(folder: Path, names: list[str], out: View) -> None:
     out.out.write(f"Generating the offline models {', '.join(missing)} into {folder} (first run only) ...\n")
     out.out.flush()
     started = time.monotonic()
-    cmd = [sys.executable, "-m", "hotswap_server.testmodels", str(folder), "--only", *missing]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    cmd = [sys.executable, "-m", "devtools.testmodels", str(folder), "--only", *missing]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=dev_env())
     if proc.returncode != 0:
         raise SystemExit(f"model generation failed:\n{proc.stderr[-2000:]}")
     out.out.write(f"  done in {time.monotonic() - started:.0f}s\n")

@@ -150,7 +150,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=12.0)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from hotswap_server.testmodels import generate
+    from devtools.testmodels import generate
 
     print("Preparing the embedded models (offline)...")
     generate(args.models, ["minilm-v1", "minilm-v2"])

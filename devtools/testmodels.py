@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -637,6 +638,15 @@ def _build_one(name: str, outdir: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def cache_dir() -> Path:
+    """``.cache/testmodels-<hash of this file>`` (the cache root is ``HOTSWAP_TEST_CACHE`` when set):
+    the one folder the tests, the demo, e2e and the benchmarks share, rebuilt when the generator changes."""
+    from devtools import REPO
+
+    root = Path(os.environ.get("HOTSWAP_TEST_CACHE", REPO / ".cache"))
+    return root / f"testmodels-{hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]}"
+
+
 def generate(outdir: Path, names: Iterable[str] | None = None) -> Path:
     """Write the named test models (default: all of MODELS) under outdir; return outdir.
 
@@ -661,7 +671,7 @@ def generate(outdir: Path, names: Iterable[str] | None = None) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="hotswap-testmodels",
+        prog="python -m devtools.testmodels",
         description="Generate the offline test models: tiny rerankers, MiniLM folders, broken variants.",
     )
     parser.add_argument("outdir", type=Path, nargs="?", help="folder to write one folder per model into")

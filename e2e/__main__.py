@@ -30,7 +30,7 @@ def print_result(result: ScenarioResult) -> None:
 
 
 async def _local(args: argparse.Namespace, config: ScenarioConfig) -> ScenarioResult:
-    from hotswap_server.testmodels import generate
+    from devtools.testmodels import generate
 
     from .backends.local import local_backend
     from .models import testmodels_dir

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from hotswap_server.testmodels import CANARY
+from devtools.testmodels import CANARY
 
 from .backend import Backend, LoadRun, LoadSummary
 from .checks import Check, PodSwap, condition, is_ready_on, rolled_back, rollout_checks, swaps_to
@@ -42,7 +42,7 @@ class ScenarioError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Models:
-    """Which test models (``hotswap_server.testmodels.MODELS``) play v1, v2 and the broken v3."""
+    """Which test models (``devtools.testmodels.MODELS``) play v1, v2 and the broken v3."""
 
     v1: str
     v2: str

@@ -16,7 +16,7 @@ This subclass adds what a real API server does and the local cluster relies on:
 * ``PUT`` (replace), and server-side Tables so ``kubectl get`` shows the CRD's printer columns;
 * a bounded object history (kmock keeps every version otherwise).
 
-Run it as a process: ``python -m hotswap_operator.localcluster.apiserver --port 0 --ready-file F``
+Run it as a process: ``python -m devtools.localcluster.apiserver --port 0 --ready-file F``
 writes the URL into F once it listens, and serves until SIGTERM/SIGINT.
 """
 
@@ -38,10 +38,9 @@ import aiohttp.web
 import jsonpatch
 import jsonpointer
 import kmock
+from hotswap_operator.patches import merge_patch
+from hotswap_operator.selectors import matches, parse_query
 from kmock._internal import dicts, enums, parsing, rendering  # kmock's patch helpers and request types
-
-from ..patches import merge_patch
-from ..selectors import matches, parse_query
 
 CORE = {
     "namespaces": ("Namespace", False, {"ns"}),
@@ -490,7 +489,7 @@ async def serve(host: str, port: int, ready_file: Path | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m hotswap_operator.localcluster.apiserver")
+    parser = argparse.ArgumentParser(prog="python -m devtools.localcluster.apiserver")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--ready-file", type=Path, default=None)

@@ -39,11 +39,13 @@ from typing import Any, Literal, TypeVar
 import aiohttp
 import kopf
 import yaml
+from hotswap_operator import crdgen, names
+from hotswap_operator.kube import KubeClient, KubeError
+from hotswap_operator.models import API_VERSION, KIND, RerankerModelStatus, parse_status
+from hotswap_operator.patches import merge_patch
 
-from .. import crdgen, names
-from ..kube import KubeClient, KubeError
-from ..models import API_VERSION, KIND, RerankerModelStatus, parse_status
-from ..patches import merge_patch
+from devtools import dev_env
+
 from .load import Load, Service
 from .procs import Proc
 
@@ -190,14 +192,14 @@ class LocalCluster:
 
     def env(self) -> dict[str, str]:
         """Environment for kubectl and the operator: KUBECONFIG points at this cluster."""
-        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        return {**dev_env(), "KUBECONFIG": str(self.kubeconfig)}
 
     # ------------------------------------------------------------------------------ the API
 
     async def _start_apiserver(self) -> None:
         ready = self.workdir / "apiserver.ready"
         ready.unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "hotswap_operator.localcluster.apiserver", "--ready-file", str(ready)]
+        argv = [sys.executable, "-m", "devtools.localcluster.apiserver", "--ready-file", str(ready)]
         self._apiserver = Proc("apiserver", argv, log=self.workdir / "logs" / "apiserver.log").start()
         await self._until(lambda: ready.exists(), 30, "the API server to listen", proc=self._apiserver)
         self.api_url = json.loads(ready.read_text())["url"]
@@ -247,7 +249,7 @@ class LocalCluster:
 
     def publish(self, version: str, folder: Path) -> dict[str, str]:
         """Put a model folder in the local registry; its source ``{uri, sha256}`` for the spec."""
-        from hotswap_server.digest import folder_digest  # stdlib only
+        from hotswap_contract.digest import folder_digest  # stdlib only
 
         target = self.workdir / "registry" / version
         if not target.exists():
@@ -448,7 +450,7 @@ class LocalCluster:
             if script.exists():
                 shutil.copy(script, pod.dir / "script.json")
             argv = [
-                sys.executable, "-m", "hotswap_operator.localcluster.fakepod",
+                sys.executable, "-m", "devtools.localcluster.fakepod",
                 "--host", pod.ip, "--port", str(AGENT_PORT), "--data-port", str(DATA_PORT),
                 "--token-file", str(agent_token), "--pod-name", pod.name, "--allow", allow,
                 "--script", str(pod.dir / "script.json"),

@@ -1,6 +1,6 @@
 """A fake pod: the agent API and a scoring data plane in one small process, no torch.
 
-It follows the agent contract (DESIGN.md, docs/agent.md) closely enough for the operator:
+It follows the agent contract (docs/contract.md, docs/agent.md) closely enough for the operator:
 operations run in the background and are polled through ``/v1/status``; one at a time (409);
 ``stage`` computes the real manifest digest of a ``file://`` folder and refuses a mismatching
 ``sha256``; a folder holding a ``BROKEN`` file fails ``preload`` like NaN weights would. A JSON
@@ -32,11 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-
-from .. import timeutil
+from hotswap_contract.wire import VERSION_HEADER
+from hotswap_operator import timeutil
 
 log = logging.getLogger("fakepod")
-VERSION_HEADER = "X-Hotswap-Model-Version"
 DEFAULT_DELAYS = {"stage": 0.15, "preload": 0.1, "activate": 0.02, "rollback": 0.02, "verify": 0.02}
 
 
@@ -166,7 +165,7 @@ class FakePod:
         path = Path(uri.removeprefix("file://"))
         if not uri.startswith("file://") or not path.is_dir():
             raise OpError(f"source {uri} is not a folder", "source_unavailable")
-        from hotswap_server.digest import folder_digest  # stdlib-only module: no torch
+        from hotswap_contract.digest import folder_digest  # stdlib-only module: no torch
 
         digest = await asyncio.to_thread(folder_digest, path)
         if body.get("sha256") and body["sha256"] != digest:
@@ -392,7 +391,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m hotswap_operator.localcluster.fakepod")
+    parser = argparse.ArgumentParser(prog="python -m devtools.localcluster.fakepod")
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, default=9090, help="agent API port")
     parser.add_argument("--data-port", type=int, default=8080, help="data plane port")

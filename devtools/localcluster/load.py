@@ -18,8 +18,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import aiohttp
-
-VERSION_HEADER = "X-Hotswap-Model-Version"
+from hotswap_contract.wire import VERSION_HEADER
 
 
 @dataclasses.dataclass

@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from devtools import dev_env
+
 _LIVE: set[Proc] = set()
 _PR_SET_PDEATHSIG = 1
 
@@ -38,7 +40,8 @@ class Proc:
     ) -> None:
         self.name = name
         self.argv = list(argv)
-        self.env = dict(env) if env is not None else None
+        # devtools is not installed: children find it (python -m devtools...) through PYTHONPATH.
+        self.env = dev_env(env)
         self.log = log
         self.popen: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None

@@ -315,7 +315,7 @@ def publish_folder(cfg: KindConfig, version: str, folder: Path) -> dict[str, str
     format, docs/agent.md); its source for the spec. The digest is of the model files: the manifest
     is not part of the version. Publishing the same files again changes nothing."""
     from hotswap_agent.manifest import MANIFEST_NAME, build_manifest
-    from hotswap_server.digest import folder_digest
+    from hotswap_contract.digest import folder_digest
 
     manifest = build_manifest(folder)
     target = cfg.registry_dir / version
@@ -374,7 +374,7 @@ class KindBackend:
         )
 
     def publish(self, version: str, model: str) -> dict[str, str]:
-        from hotswap_server.testmodels import generate
+        from devtools.testmodels import generate
 
         generate(self.cfg.models_dir, [model])
         return publish_folder(self.cfg, version, self.cfg.models_dir / model)

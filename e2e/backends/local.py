@@ -1,4 +1,4 @@
-"""The local cluster backend: ``hotswap_operator.localcluster.LocalCluster`` (kmock API server, N pods
+"""The local cluster backend: ``devtools.localcluster.LocalCluster`` (kmock API server, N pods
 on loopback addresses, each a real ``hotswap-server`` + ``hotswap-agent`` or a light fake, the real
 operator under ``kopf run``), with kubectl pointed at it."""
 
@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hotswap_operator import names
-from hotswap_operator.localcluster.cluster import Flavour, LocalCluster
-from hotswap_server.testmodels import MODELS
+
+from devtools.localcluster.cluster import Flavour, LocalCluster
+from devtools.testmodels import MODELS
 
 from .. import commands
 from ..backend import LoadRun, summarize

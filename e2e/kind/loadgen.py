@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+# hotswap_contract.wire.VERSION_HEADER; this file runs alone (stdlib only) in a pod, so it is repeated.
 VERSION_HEADER = "X-Hotswap-Model-Version"
 BODY = {
     "query": "how do neural networks learn from data",

@@ -1,4 +1,4 @@
-"""aiohttp client for the agent API (see DESIGN.md's Agent section and docs/agent.md).
+"""aiohttp client for the agent API (docs/contract.md, docs/agent.md).
 
 Every call is bounded. Operations are driven to their end: POST it (the agent answers 202 with
 the operation, or returns the same running one on a repeat), then poll ``/v1/status`` until that

@@ -14,6 +14,7 @@ import json
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+from hotswap_contract import versions
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
@@ -25,8 +26,8 @@ SINGULAR = "rerankermodel"
 SHORT_NAMES = ("rrm",)
 API_VERSION = f"{GROUP}/{VERSION}"
 
-# A DNS-1123 label: version ids name folders on the pods, so they are validated before any path.
-DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# Version ids (a DNS-1123 label, hotswap_contract.versions) name folders on the pods, so they are validated before any path.
+VERSION_ID = versions.SCHEMA_PATTERN
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 SOURCE_URI = r"^(file|s3|https?|hf)://[^\s]+$"
 SHA256_HEX = r"^[a-f0-9]{64}$"
@@ -38,7 +39,7 @@ VersionId = Annotated[
     Field(
         min_length=1,
         max_length=63,
-        pattern=DNS1123_LABEL,
+        pattern=VERSION_ID,
         description="A DNS-1123 label (it names a folder).",
     ),
 ]

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import aiohttp
+from hotswap_contract.agent import AgentStatus
 
 from hotswap_agent import __version__
 from hotswap_agent.bodies import StageRequest, VerifyRequest
@@ -291,7 +292,8 @@ class Agent:
         state = self.server_state_cache
         on_disk = await self._blocking(self.volume.list_info)
         latest = self.ops.latest
-        return {
+        # Built through the contract's model: what the operator parses is what was emitted.
+        status = {
             "pod": self.settings.pod_name,
             "agent": {"version": __version__, "startedAt": self.started_at, "keep": self.settings.keep},
             "active": record(state, "active"),
@@ -311,3 +313,4 @@ class Agent:
                 "state": state,
             },
         }
+        return AgentStatus.model_validate(status).wire()

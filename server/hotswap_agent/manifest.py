@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hotswap_server.digest import file_sha256
+from hotswap_contract.digest import file_sha256
 
 from hotswap_agent.archive import safe_relpath
 

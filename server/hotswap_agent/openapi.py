@@ -4,61 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from hotswap_contract import versions
+from hotswap_contract.schema import agent_components
+from hotswap_contract.wire import SHA256_SCHEMA_PATTERN
+
 from . import __version__
 
-_VERSION = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
-_SHA = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
-_ERROR = {
-    "type": "object",
-    "required": ["error", "error_type"],
-    "properties": {
-        "error": {"type": "string"},
-        "error_type": {"type": "string"},
-        "operation": {"type": "object"},
-    },
-}
-_OPERATION = {
-    "type": "object",
-    "required": ["id", "kind", "state"],
-    "properties": {
-        "id": {"type": "string"},
-        "kind": {"type": "string", "enum": ["stage", "preload", "activate", "verify", "rollback", "boot"]},
-        "version": {"type": ["string", "null"]},
-        "state": {"type": "string", "enum": ["running", "succeeded", "failed"]},
-        "step": {"type": ["string", "null"]},
-        "progress": {
-            "type": "object",
-            "properties": {"bytesDone": {"type": "integer"}, "bytesTotal": {"type": ["integer", "null"]}},
-        },
-        "error": {"type": ["string", "null"]},
-        "errorType": {"type": ["string", "null"]},
-        "result": {"type": ["object", "null"]},
-        "startedAt": {"type": "string"},
-        "finishedAt": {"type": ["string", "null"]},
-    },
-}
-_VERSION_DIGEST = {
-    "type": ["object", "null"],
-    "properties": {"version": {"type": "string"}, "digest": {"type": ["string", "null"]}},
-}
-_STATUS = {
-    "type": "object",
-    "required": ["pod", "active", "previous", "staged", "onDisk", "operation", "lastError", "server"],
-    "properties": {
-        "pod": {"type": ["string", "null"]},
-        "active": _VERSION_DIGEST,
-        "previous": _VERSION_DIGEST,
-        "staged": _VERSION_DIGEST,
-        "onDisk": {"type": "array", "items": _VERSION_DIGEST},
-        "operation": {"oneOf": [_OPERATION, {"type": "null"}]},
-        "lastError": {"type": ["object", "string", "null"]},
-        "lastActivation": {"type": ["object", "null"]},
-        "lastVerify": {"type": ["object", "null"]},
-        "history": {"type": "array", "items": {"type": "object"}},
-        "boot": {"type": "object"},
-        "server": {"type": "object"},
-    },
-}
+_VERSION = {"type": "string", "pattern": versions.SCHEMA_PATTERN, "maxLength": versions.MAX_LENGTH}
+_SHA = {"type": "string", "pattern": SHA256_SCHEMA_PATTERN}
+_ERROR = {"$ref": "#/components/schemas/ErrorBody"}
+_OPERATION = {"$ref": "#/components/schemas/Operation"}
+_STATUS = {"$ref": "#/components/schemas/AgentStatus"}
 
 
 def _op(summary: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -141,5 +97,8 @@ def openapi_document() -> dict[str, Any]:
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": plain}},
             "/openapi.json": {"get": {"summary": "This document", "responses": plain}},
         },
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "schemas": agent_components(),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
     }

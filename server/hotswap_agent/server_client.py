@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from hotswap_contract.wire import VERSION_HEADER
 
 from hotswap_agent.errors import ServerRejected, ServerUnavailable
 
-VERSION_HEADER = "X-Hotswap-Model-Version"
 STATE_TIMEOUT_S = 3.0
 RERANK_TIMEOUT_S = 60.0
 BUSY = "operation_in_progress"

@@ -4,7 +4,7 @@ stage(version, source, sha256):
 1. ``<root>/<version>`` already there: its digest must equal the pin (if any); nothing is fetched.
 2. Otherwise fetch into ``<root>/.staging-<version>-<hex>/`` (a tarball first lands in
    ``....archive`` next to it and is extracted with ``archive.extract_tarball``).
-3. Compute the manifest digest (``hotswap_server.digest.folder_digest``) and compare with the pin.
+3. Compute the manifest digest (``hotswap_contract.digest.folder_digest``) and compare with the pin.
 4. Write ``.hotswap/<version>.json``, then rename the folder to ``<root>/<version>`` in one step.
 
 Any failure removes the temporaries; a kill leaves only dot-names, removed at the next start. So
@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from hotswap_server.digest import DigestError, folder_digest, folder_size
+from hotswap_contract.digest import DigestError, folder_digest, folder_size
 
 from hotswap_agent.archive import extract_tarball, remove_tree
 from hotswap_agent.errors import DigestMismatch, SourceInvalid, SourceUnavailable, VersionConflict

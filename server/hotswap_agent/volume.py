@@ -18,7 +18,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 from dataclasses import dataclass
@@ -26,27 +25,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hotswap_server.digest import DigestError, folder_digest
+from hotswap_contract import versions
+from hotswap_contract.digest import DigestError, folder_digest
+from hotswap_contract.versions import check_version
 
 from hotswap_agent.errors import InvalidVersion
 
 log = logging.getLogger(__name__)
 
-VERSION_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 META_DIR = ".hotswap"
 TEMP_PREFIX = ".staging-"
 TRASH_PREFIX = ".trash-"
 
 
 def validate_version(version: object) -> str:
-    """Return ``version`` if it is a DNS-1123 label (lower-case alphanumerics and '-', at most 63)."""
-    if not isinstance(version, str) or not VERSION_RE.match(version):
-        shown = repr(version)[:80]
-        raise InvalidVersion(
-            f"version must be a DNS-1123 label ([a-z0-9-], at most 63, no leading or "
-            f"trailing '-'), got {shown}"
-        )
-    return version
+    """Return ``version`` if it is a valid version id (:mod:`hotswap_contract.versions`)."""
+    try:
+        return check_version(version)
+    except versions.InvalidVersion as exc:
+        raise InvalidVersion(str(exc)) from None
 
 
 def utcnow() -> str:
@@ -101,7 +98,9 @@ class ModelsVolume:
             entries = list(os.scandir(self.root))
         except FileNotFoundError:
             return []
-        return sorted(e.name for e in entries if VERSION_RE.match(e.name) and e.is_dir(follow_symlinks=False))
+        return sorted(
+            e.name for e in entries if versions.is_version(e.name) and e.is_dir(follow_symlinks=False)
+        )
 
     # --- metadata -----------------------------------------------------------------------------
     def _meta_path(self, version: str) -> Path:

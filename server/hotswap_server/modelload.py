@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from hotswap_contract.digest import folder_digest
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.initialization import no_init_weights
 
-from .digest import folder_digest
 from .errors import InvalidModel
 from .safetensors_check import read_header
 
@@ -78,7 +78,7 @@ class LoadedVersion:
             "architecture": self.architecture,
             "dtype": str(p.dtype).removeprefix("torch."),
             "device": str(p.device),
-            "loaded_at": self.loaded_at.isoformat(),
+            "loadedAt": self.loaded_at.isoformat(),
         }
 
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from hotswap_contract import versions
+from hotswap_contract.schema import admin_components
+from hotswap_contract.wire import SHA256_SCHEMA_PATTERN, VERSION_HEADER
+
 from . import __version__
 
 
@@ -16,30 +20,25 @@ def _ref(name: str) -> dict[str, str]:
 
 
 _ERRORS = {
-    "400": _json(_ref("Error"), "Body is not JSON"),
-    "413": _json(_ref("Error"), "Body, document count or token length over the limit"),
-    "422": _json(_ref("Error"), "Wrong types or values"),
-    "429": _json(_ref("Error"), "Queue full"),
-    "503": _json(_ref("Error"), "No model active, or draining"),
+    "400": _json(_ref("ErrorBody"), "Body is not JSON"),
+    "413": _json(_ref("ErrorBody"), "Body, document count or token length over the limit"),
+    "422": _json(_ref("ErrorBody"), "Wrong types or values"),
+    "429": _json(_ref("ErrorBody"), "Queue full"),
+    "503": _json(_ref("ErrorBody"), "No model active, or draining"),
 }
 _VERSION_HEADER = {
-    "X-Hotswap-Model-Version": {
+    VERSION_HEADER: {
         "description": "The one model version that scored every pair of this request",
         "schema": {"type": "string"},
     }
 }
 _ADMIN_ERRORS = {
-    "401": _json(_ref("Error"), "Missing or wrong bearer token"),
-    "409": _json(_ref("Error"), "Another operation runs, not staged, or no previous version"),
-    "422": _json(_ref("Error"), "Bad input or an invalid model (the reason is in `error`)"),
+    "401": _json(_ref("ErrorBody"), "Missing or wrong bearer token"),
+    "409": _json(_ref("ErrorBody"), "Another operation runs, not staged, or no previous version"),
+    "422": _json(_ref("ErrorBody"), "Bad input or an invalid model (the reason is in `error`)"),
 }
 
 SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error", "error_type"],
-        "properties": {"error": {"type": "string"}, "error_type": {"type": "string"}},
-    },
     "TeiRerankRequest": {
         "type": "object",
         "required": ["query", "texts"],
@@ -100,34 +99,6 @@ SCHEMAS: dict[str, Any] = {
             "usage": {"type": "object", "properties": {"total_tokens": {"type": "integer"}}},
         },
     },
-    "VersionRecord": {
-        "type": ["object", "null"],
-        "properties": {
-            k: {"type": "string"}
-            for k in ("version", "path", "digest", "kind", "architecture", "dtype", "device", "loaded_at")
-        },
-    },
-    "AdminState": {
-        "type": "object",
-        "properties": {
-            "active": _ref("VersionRecord"),
-            "staged": _ref("VersionRecord"),
-            "previous": _ref("VersionRecord"),
-            "swapMode": {"type": "string", "enum": ["inplace", "double", "auto"]},
-            "lastSwap": {"type": ["object", "null"]},
-            "operation": {"type": ["string", "null"]},
-            "memory": {"type": "object"},
-        },
-    },
-    "SwapResult": {
-        "type": "object",
-        "properties": {
-            "active": _ref("VersionRecord"),
-            "previous": _ref("VersionRecord"),
-            "mode": {"type": "string", "enum": ["inplace", "double", "replace", "initial", "noop"]},
-            "pauseMs": {"type": "number"},
-        },
-    },
 }
 
 
@@ -146,7 +117,7 @@ def _admin_post(summary: str, body: dict[str, Any] | None, result: str) -> dict[
         "summary": summary,
         "security": [{"bearer": []}],
         "responses": {
-            "200": _json(_ref(result) if result in SCHEMAS else {"type": "object"}),
+            "200": _json(_ref(result) if result in _schemas() else {"type": "object"}),
             **_ADMIN_ERRORS,
         },
     }
@@ -155,15 +126,21 @@ def _admin_post(summary: str, body: dict[str, Any] | None, result: str) -> dict[
     return {"post": op}
 
 
+def _schemas() -> dict[str, Any]:
+    """The data plane's own shapes, and the admin plane's from the shared contract."""
+    return {**SCHEMAS, **admin_components()}
+
+
 def openapi_document() -> dict[str, Any]:
-    version_body = {"type": "object", "required": ["version"], "properties": {"version": {"type": "string"}}}
+    version = {"type": "string", "pattern": versions.SCHEMA_PATTERN, "maxLength": versions.MAX_LENGTH}
+    version_body = {"type": "object", "required": ["version"], "properties": {"version": version}}
     preload_body = {
         "type": "object",
-        "required": ["version", "path"],
+        "required": ["version"],
         "properties": {
-            "version": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63},
+            "version": version,
             "path": {"type": "string", "description": "absolute, or relative to the models root"},
-            "digest": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            "digest": {"type": "string", "pattern": SHA256_SCHEMA_PATTERN},
         },
     }
     plain = {"200": {"description": "OK"}}
@@ -210,7 +187,7 @@ def openapi_document() -> dict[str, Any]:
             "/admin/v1/discard": _admin_post("Drop the staged version", None, "Discarded"),
         },
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": _schemas(),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

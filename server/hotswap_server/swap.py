@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from hotswap_contract.versions import InvalidVersion, check_version
 
 from .devices import Placement, device_free_bytes, memory_figures
 from .engine import Engine, Slot
@@ -28,7 +29,6 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-VERSION_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # In-place copies go through one bounded scratch buffer, allocated once per swap: memory
 # grows by at most this many elements (2 MiB in fp16) however large the biggest tensor is.
 SWAP_CHUNK_ELEMENTS = 1024 * 1024
@@ -39,11 +39,10 @@ SwapKind = Literal["inplace", "double", "replace"]
 
 
 def validate_version(version: object) -> str:
-    if not isinstance(version, str) or len(version) > 63 or not VERSION_RE.match(version):
-        raise ValidationError(
-            f"version must be a DNS-1123 label (lowercase letters, digits, '-'; <= 63): {version!r}"
-        )
-    return version
+    try:
+        return check_version(version)
+    except InvalidVersion as exc:
+        raise ValidationError(str(exc)) from None
 
 
 def swap_weights_inplace(live: torch.nn.Module, host: torch.nn.Module, placement: Placement) -> None:

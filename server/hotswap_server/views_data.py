@@ -8,6 +8,7 @@ import uuid
 from typing import Any, TypeVar
 
 from aiohttp import web
+from hotswap_contract.wire import VERSION_HEADER
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
@@ -19,7 +20,6 @@ from .scoring import clip_documents, query_overhead, to_relevance, token_lengths
 from .state import STATE, ServerState
 from .wire import CohereRerankRequest, TeiRerankRequest, f32, pydantic_message, ranked
 
-VERSION_HEADER = "X-Hotswap-Model-Version"
 M = TypeVar("M", bound=BaseModel)
 routes = web.RouteTableDef()
 

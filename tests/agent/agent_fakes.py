@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from hotswap_server.digest import folder_digest
+from hotswap_contract.admin import AdminState, VersionRecord
+from hotswap_contract.digest import folder_digest
 
 ADMIN_TOKEN = "admin-token-0123456789"
 AGENT_TOKEN = "agent-token-0123456789"
@@ -62,26 +63,22 @@ class FakeServer:
         return await handler(request)
 
     def _record(self, version: str, path: Path) -> dict[str, Any]:
-        return {
-            "version": version,
-            "path": str(path),
-            "digest": folder_digest(path),
-            "kind": "cross-encoder",
-            "loaded_at": time.time(),
-        }
+        return VersionRecord(
+            version=version,
+            path=str(path),
+            digest=folder_digest(path),
+            kind="cross-encoder",
+            architecture="XLMRobertaForSequenceClassification",
+            dtype="float32",
+            device="cpu",
+            loaded_at="2026-01-01T00:00:00+00:00",
+        ).wire()
 
     async def state(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                "active": self.active,
-                "staged": self.staged,
-                "previous": self.previous,
-                "swapMode": "auto",
-                "lastSwap": None,
-                "operation": None,
-                "memory": {},
-            }
+        state = AdminState.model_validate(
+            {"active": self.active, "staged": self.staged, "previous": self.previous}
         )
+        return web.json_response(state.wire())
 
     async def preload(self, request: web.Request) -> web.Response:
         body = await request.json()

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_fakes import ADMIN_TOKEN, AGENT_TOKEN, ClientFactory, FakeServer
 from aiohttp.test_utils import TestClient
 from hotswap_agent.app import create_app
 from hotswap_agent.settings import Settings, load_settings
+
+from tests.agent.agent_fakes import ADMIN_TOKEN, AGENT_TOKEN, ClientFactory, FakeServer
 
 
 @pytest.fixture

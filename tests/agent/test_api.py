@@ -6,10 +6,20 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from agent_fakes import AGENT_TOKEN, AUTH, ClientFactory, FakeServer, run_op, status_of, wait_for, write_model
 from aiohttp.test_utils import TestClient
 from hotswap_agent.app import AGENT
-from hotswap_server.digest import folder_digest
+from hotswap_contract.digest import folder_digest
+
+from tests.agent.agent_fakes import (
+    AGENT_TOKEN,
+    AUTH,
+    ClientFactory,
+    FakeServer,
+    run_op,
+    status_of,
+    wait_for,
+    write_model,
+)
 
 CANARY = [
     {"query": "capital of france", "documents": ["bananas", "paris is the capital of france"], "expectTop": 1}

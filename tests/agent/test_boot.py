@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agent_fakes import ClientFactory, FakeServer, run_op, status_of, wait_for, write_model
 from aiohttp.test_utils import TestClient
-from hotswap_server.digest import folder_digest
+from hotswap_contract.digest import folder_digest
+
+from tests.agent.agent_fakes import ClientFactory, FakeServer, run_op, status_of, wait_for, write_model
 
 
 async def boot_state(client: TestClient, state: str) -> dict:

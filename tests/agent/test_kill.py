@@ -12,9 +12,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from agent_fakes import AUTH, AgentProcess, FakeServer, wait_for, write_model
 from aiohttp import web
-from hotswap_server.digest import folder_digest
+from hotswap_contract.digest import folder_digest
+
+from tests.agent.agent_fakes import AUTH, AgentProcess, FakeServer, wait_for, write_model
 
 
 class SlowTarball:

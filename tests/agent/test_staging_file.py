@@ -8,8 +8,9 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
-from agent_fakes import AUTH, ClientFactory, FakeServer, run_op, status_of, write_model
-from hotswap_server.digest import folder_digest
+from hotswap_contract.digest import folder_digest
+
+from tests.agent.agent_fakes import AUTH, ClientFactory, FakeServer, run_op, status_of, write_model
 
 
 def visible(models_root: Path) -> list[str]:

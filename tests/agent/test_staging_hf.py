@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from agent_fakes import AUTH, ClientFactory, make_hub_app, run_op, write_model
 from aiohttp import web
-from hotswap_server.digest import folder_digest
+from hotswap_contract.digest import folder_digest
+
+from tests.agent.agent_fakes import AUTH, ClientFactory, make_hub_app, run_op, write_model
 
 
 @pytest.fixture

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from agent_fakes import ClientFactory, run_op, write_model
 from aiohttp import web
 from hotswap_agent.manifest import build_manifest
-from hotswap_server.digest import folder_digest
+from hotswap_contract.digest import folder_digest
+
+from tests.agent.agent_fakes import ClientFactory, run_op, write_model
 
 
 @dataclass

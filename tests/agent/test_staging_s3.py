@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_fakes import ClientFactory, run_op, write_model
-from hotswap_server.digest import folder_digest
+from hotswap_contract.digest import folder_digest
+
+from tests.agent.agent_fakes import ClientFactory, run_op, write_model
 
 BUCKET = "weights"
 

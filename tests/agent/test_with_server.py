@@ -23,8 +23,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from agent_fakes import ADMIN_TOKEN, AUTH, AgentProcess, free_port, wait_for
-from hotswap_server.digest import folder_digest
+from hotswap_contract.digest import folder_digest
+
+from tests.agent.agent_fakes import ADMIN_TOKEN, AUTH, AgentProcess, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +38,7 @@ def server_available() -> bool:
     """The real server and its test-model generator (the ``testmodels_dir`` fixture) are there."""
     from importlib.util import find_spec
 
-    return all(find_spec(m) is not None for m in ("hotswap_server.cli", "hotswap_server.testmodels"))
+    return all(find_spec(m) is not None for m in ("hotswap_server.cli", "devtools.testmodels"))
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The rendered objects say what DESIGN.md requires, not just that they parse.
+"""The rendered objects say what docs/contract.md requires, not just that they parse.
 
 Every test runs against each values set (default and the non-default files in values/).
 """

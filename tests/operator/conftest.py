@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
-from hotswap_operator.localcluster.cluster import LocalCluster
+
+from devtools.localcluster.cluster import LocalCluster
 
 from .scenarios import Fleet
 

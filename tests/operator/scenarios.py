@@ -17,10 +17,11 @@ from typing import Any
 
 import aiohttp
 from hotswap_operator.agent_client import AgentClient, TokenSource
-from hotswap_operator.localcluster.cluster import LocalCluster
-from hotswap_operator.localcluster.load import LoadReport
 from hotswap_operator.models import HistoryResult, Phase, RerankerModelStatus, Step
 from hotswap_operator.timeutil import iso, now, parse
+
+from devtools.localcluster.cluster import LocalCluster
+from devtools.localcluster.load import LoadReport
 
 MODEL_FOLDERS = {
     "v1": "tiny-xlmr-v1",

@@ -15,8 +15,9 @@ import pytest
 import pytest_asyncio
 from hotswap_operator import names
 from hotswap_operator.kube import KubeError
-from hotswap_operator.localcluster.cluster import LocalCluster
-from hotswap_operator.localcluster.procs import Proc
+
+from devtools.localcluster.cluster import LocalCluster
+from devtools.localcluster.procs import Proc
 
 
 @pytest_asyncio.fixture
@@ -127,7 +128,7 @@ def test_nothing_outlives_the_harness(tmp_path: Path, sig: int) -> None:
         textwrap.dedent(
             f"""
             import asyncio
-            from hotswap_operator.localcluster.cluster import LocalCluster
+            from devtools.localcluster.cluster import LocalCluster
 
             async def main():
                 async with LocalCluster(pods=2, flavour="fake") as cluster:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from hotswap_operator.localcluster.cluster import LocalCluster
+
+from devtools.localcluster.cluster import LocalCluster
 
 from . import scenarios
 from .scenarios import SECOND_POD, Fleet

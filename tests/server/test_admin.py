@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from hotswap_server.digest import folder_digest
+from hotswap_contract.digest import folder_digest
 
 from .conftest import AUTH
 

@@ -18,11 +18,12 @@ from typing import Any
 
 import pytest
 import torch
-from hotswap_server import testmodels as tm
-from hotswap_server.testmodels import CANARY, MODELS, WEIGHTS
 from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+from devtools import testmodels as tm
+from devtools.testmodels import CANARY, MODELS, WEIGHTS
 
 GOOD = [name for name, spec in MODELS.items() if spec.defect is None]
 GOOD_CROSS = [name for name in GOOD if MODELS[name].kind == "cross-encoder"]
@@ -124,7 +125,7 @@ def test_folders_are_complete_with_safetensors_weights_only(testmodels_dir: Path
 
 
 def test_importing_the_registry_does_not_import_torch() -> None:
-    code = "import sys, hotswap_server.testmodels as t; assert t.MODELS; assert 'torch' not in sys.modules"
+    code = "import sys, devtools.testmodels as t; assert t.MODELS; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -164,7 +164,7 @@ seccompProfile:
 /etc/hotswap/boot
 {{- end }}
 
-{{/* Ports fixed by the design contract (DESIGN.md): not configurable on purpose. */}}
+{{/* Ports fixed by the contract (docs/contract.md): not configurable on purpose. */}}
 {{- define "hotswap.ports.data" -}}8080{{- end }}
 {{- define "hotswap.ports.admin" -}}8081{{- end }}
 {{- define "hotswap.ports.agent" -}}9090{{- end }}
