@@ -269,9 +269,6 @@ class LocalCluster:
             (folder / "BROKEN").write_text("nan")
         return self.publish(version, folder)
 
-    def source_uri(self, version: str) -> str:
-        return f"file://{self.workdir / 'registry' / version}"
-
     async def apply_model(
         self, version: str, source: Mapping[str, Any], *, name: str | None = None, **spec: Any
     ) -> dict[str, Any]:
@@ -401,11 +398,6 @@ class LocalCluster:
         await self._patch_pod_status(
             pod, {"phase": "Running", "containerStatuses": _container_statuses(False)}
         )
-
-    async def delete_pod(self, name: str) -> None:
-        await self.stop_pod(name, graceful=True)
-        await self.kube.delete(names.core_path("pods", self.namespace, name))
-        self.pods.pop(name, None)
 
     async def agent_status(self, name: str) -> dict[str, Any]:
         assert self._session is not None
@@ -576,14 +568,6 @@ class LocalCluster:
         """SIGKILL: no cleanup, no last status patch, as a node failure would do."""
         if self._operator is not None:
             self._operator.kill()
-
-    async def stop_operator(self) -> None:
-        if self._operator is not None:
-            await self._operator.stop(grace=10)
-
-    @property
-    def operator_log(self) -> str:
-        return self._operator.tail(200) if self._operator else ""
 
     # ------------------------------------------------------------------------------ helpers
 

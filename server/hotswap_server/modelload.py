@@ -12,10 +12,8 @@ import copy
 import json
 import logging
 import math
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from hotswap_contract.digest import folder_digest
@@ -24,11 +22,12 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 from transformers.initialization import no_init_weights
 
 from .errors import InvalidModel
+from .loaded import LoadedVersion, ModelKind
 from .safetensors_check import read_header
+from .scoring import runner_for
 
 log = logging.getLogger(__name__)
 
-ModelKind = Literal["cross-encoder", "bi-encoder"]
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 # Checkpoints written by older transformers carry these buffers; today's models compute them.
 IGNORABLE_EXTRA_SUFFIXES = ("position_ids",)
@@ -36,50 +35,6 @@ CANARY_PAIRS = [
     ("what is machine learning", "Machine learning is a field of artificial intelligence."),
     ("what is machine learning", "Bananas are yellow fruit rich in potassium."),
 ]
-
-Signature = tuple[tuple[str, tuple[int, ...], str], ...]
-
-
-@dataclass
-class LoadedVersion:
-    """One model version in memory: a module (host or device), its tokenizer and metadata."""
-
-    version: str
-    path: Path
-    digest: str
-    kind: ModelKind
-    architecture: str
-    module: torch.nn.Module
-    tokenizer: Any  # used on the model thread only
-    # Fast tokenizers keep padding/truncation state in the Rust object: sharing one between
-    # the event loop (admission checks) and the model thread corrupts batches. Two copies.
-    admission_tokenizer: Any
-    max_length: int
-    pooling: str = "cls"
-    normalize: bool = False
-    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    @property
-    def signature(self) -> Signature:
-        """Names, shapes and dtypes of every tensor: equal signatures can be swapped in place."""
-        return tuple((n, tuple(t.shape), str(t.dtype)) for n, t in self.module.state_dict().items())
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.module.state_dict().values())
-
-    def record(self) -> dict[str, Any]:
-        p = next(self.module.parameters())
-        return {
-            "version": self.version,
-            "path": str(self.path),
-            "digest": self.digest,
-            "kind": self.kind,
-            "architecture": self.architecture,
-            "dtype": str(p.dtype).removeprefix("torch."),
-            "device": str(p.device),
-            "loadedAt": self.loaded_at.isoformat(),
-        }
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -244,8 +199,6 @@ def load_version(
     expected_digest: str | None = None,
 ) -> LoadedVersion:
     """Read, validate and materialise ``folder`` in host memory (pinned when the target is CUDA)."""
-    from .scoring import runner_for  # local: scoring imports this module's types
-
     if not folder.is_dir():
         raise InvalidModel(f"{folder} is not a folder")
     digest = folder_digest(folder)

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from .modelload import LoadedVersion
+from .loaded import LoadedVersion
 
 
 class Runner(Protocol):

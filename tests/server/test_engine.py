@@ -92,7 +92,10 @@ async def test_batches_bucket_by_length_without_starving_the_oldest(engine: Engi
     await asyncio.to_thread(r.entered.wait, 10)
     docs = ["x" * n for n in (500, 1, 400, 2, 300, 3, 200, 4)]
     job = asyncio.create_task(engine.score("q", docs))
-    await asyncio.sleep(0.05)
+    # score() queues its pairs before its first await: one turn of the loop and all 8 wait
+    # behind the held batch (a condition checked, not a time guessed).
+    await asyncio.sleep(0)
+    assert engine.waiting_pairs == len(docs)
     r.hold.set()
     await first
     await job
