@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from hotswap_contract.retry import Backoff, retry
 
-from .names import agent_url
+from .names import pod_url
 from .observed import AgentStatus, Operation
 
 
@@ -56,6 +57,16 @@ TRANSIENT_ERROR_TYPES = frozenset({"server_unavailable", "cancelled", "operation
 
 class Deadline(AgentError):
     """The step did not finish within its bound."""
+
+
+def is_transient(exc: Exception) -> bool:
+    """Whether an operation is worth running again: the agent is unreachable, busy with another
+    operation (409), or the operation failed for a reason that says "not now" (the server starts)."""
+    if isinstance(exc, AgentRejected):
+        return exc.status == 409 and exc.error_type in (None, "operation_in_progress")
+    if isinstance(exc, OperationFailed):
+        return exc.error_type in TRANSIENT_ERROR_TYPES
+    return isinstance(exc, AgentUnreachable)
 
 
 class TokenSource:
@@ -107,7 +118,7 @@ class AgentClient:
 
     async def server_metrics(self, ip: str) -> tuple[float, float]:
         """``(requests, errors)`` counted by the pod's server (its data-plane ``/metrics``)."""
-        url = f"{self.scheme}://{ip}:{self.server_port}/metrics"
+        url = pod_url(ip, self.server_port, "/metrics", self.scheme)
         timeout = aiohttp.ClientTimeout(total=self.request_timeout)
         try:
             async with self.session.get(url, timeout=timeout) as resp:
@@ -120,49 +131,41 @@ class AgentClient:
     # -- operations
 
     async def run(self, ip: str, kind: str, body: dict[str, Any], *, timeout: float) -> dict[str, Any]:
-        """Run operation ``kind`` (stage, preload, activate, rollback, verify) to its end; its result."""
+        """Run operation ``kind`` (stage, preload, activate, rollback, verify) to its end; its result.
+
+        Transient trouble is retried (0.1s doubling to ``backoff_max``) until ``timeout``, then
+        :class:`Deadline` names the last reason."""
         deadline = time.monotonic() + timeout
-        delay = 0.1
-        while True:
-            try:
-                reply = await self._call("POST", ip, f"/v1/{kind}", body, deadline=deadline)
-                op = (
-                    Operation.model_validate(reply.get("operation", reply))
-                    if isinstance(reply, dict)
-                    else None
-                )
-                if op is None or op.state is None:  # a synchronous answer
-                    return reply if isinstance(reply, dict) else {}
-                return await self._wait(ip, op, deadline)
-            except AgentRejected as exc:
-                if exc.status != 409 or exc.error_type not in (None, "operation_in_progress"):
-                    raise
-                last: AgentError = exc  # another operation runs: wait for the agent to be idle
-            except AgentUnreachable as exc:
-                last = exc
-            except OperationFailed as exc:
-                if exc.error_type not in TRANSIENT_ERROR_TYPES:
-                    raise
-                last = exc  # e.g. the server is still starting: run the operation again
-            if time.monotonic() + delay > deadline:
-                raise Deadline(f"{kind} did not finish within {timeout:.0f}s: {last.message}")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.backoff_max)
+
+        async def attempt() -> dict[str, Any]:
+            reply = await self._call("POST", ip, f"/v1/{kind}", body, deadline=deadline)
+            op = Operation.model_validate(reply.get("operation", reply)) if isinstance(reply, dict) else None
+            if op is None or op.state is None:  # a synchronous answer
+                return reply if isinstance(reply, dict) else {}
+            return await self._wait(ip, op, deadline)
+
+        def give_up(exc: Exception) -> Deadline:
+            reason = exc.message if isinstance(exc, AgentError) else str(exc)
+            return Deadline(f"{kind} did not finish within {timeout:.0f}s: {reason}")
+
+        backoff = Backoff(0.1, self.backoff_max, deadline=deadline)
+        return await retry(attempt, backoff, retry_if=is_transient, give_up=give_up)
 
     async def _wait(self, ip: str, op: Operation, deadline: float) -> dict[str, Any]:
-        delay = 0.02  # swaps and verifies take milliseconds: look early, then back off
+        # Swaps and verifies take milliseconds: look early (20ms), then back off to the poll interval.
+        poll = Backoff(0.02, self.poll_interval, factor=1.5, deadline=deadline)
         seen = op
         while True:
             if seen.state == "succeeded":
                 return seen.result or {}
             if seen.state == "failed":
                 raise OperationFailed(seen.error or f"{op.kind} failed", seen.error_type, seen.result)
-            if time.monotonic() + delay > deadline:
+            delay = poll.next()
+            if not poll.allows(delay):
                 raise Deadline(
                     f"{op.kind} {op.version or ''} still running at the deadline".replace("  ", " ")
                 )
             await asyncio.sleep(delay)
-            delay = min(delay * 1.5, self.poll_interval)
             try:
                 status = await self._call("GET", ip, "/v1/status", deadline=deadline)
             except AgentUnreachable:
@@ -187,7 +190,7 @@ class AgentClient:
         if deadline is not None:
             budget = max(0.05, min(budget, deadline - time.monotonic()))
         headers = {"Authorization": f"Bearer {self.token.get()}"}
-        url = agent_url(ip, self.port, self.scheme) + path
+        url = pod_url(ip, self.port, path, self.scheme)
         try:
             async with self.session.request(
                 method, url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=budget)

@@ -38,10 +38,12 @@ def event_name(involved: str) -> str:
     return f"{involved}.{uuid.uuid4().hex[:16]}"
 
 
-def agent_url(ip: str, port: int, scheme: str = "http") -> str:
-    """The base URL of the agent of the pod at ``ip``."""
+def pod_url(ip: str, port: int, path: str = "", scheme: str = "http") -> str:
+    """The URL of ``path`` on port ``port`` of the pod at ``ip`` (its agent or its server).
+
+    An IPv6 address goes in brackets (``http://[fd00::1]:9090/v1/status``)."""
     host = f"[{ip}]" if ipaddress.ip_address(ip).version == 6 else ip
-    return f"{scheme}://{host}:{port}"
+    return f"{scheme}://{host}:{port}{path}"
 
 
 def model_path(namespace: str, name: str | None = None, subresource: str | None = None) -> str:

@@ -23,6 +23,7 @@ import socket
 from typing import Any
 
 import aiohttp
+from hotswap_contract.retry import Backoff
 from pydantic import ValidationError
 
 from . import conditions as cond
@@ -121,7 +122,8 @@ class Reconciler:
         self.log = logger
         self.path = names.model_path(namespace, name)
         self._status_lock = asyncio.Lock()
-        self._failures = 0
+        # After a failed iteration: 1s, 2s, 4s, ... up to retry_backoff_max; reset by a good one.
+        self._backoff = Backoff(1.0, self.cfg.retry_backoff_max)
 
     # -- the loop
 
@@ -132,14 +134,12 @@ class Reconciler:
                 wake.clear()
                 try:
                     delay = await self.iterate()
-                    self._failures = 0
+                    self._backoff.reset()
                 except (TimeoutError, KubeError, aiohttp.ClientError, OSError) as exc:
-                    self._failures += 1
-                    delay = min(self.cfg.retry_backoff_max, 0.5 * 2**self._failures)
+                    delay = self._backoff.next()
                     self.log.warning(f"reconcile failed ({exc}); retrying in {delay:.1f}s")
                 except Exception:  # a bug must not stall the resource: log it, back off, go on
-                    self._failures += 1
-                    delay = min(self.cfg.retry_backoff_max, 0.5 * 2**self._failures)
+                    delay = self._backoff.next()
                     self.log.exception(f"reconcile crashed; retrying in {delay:.1f}s")
                 if delay > 0:
                     await sleep_or_wake(wake, delay)

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
+from hotswap_contract.retry import Backoff
 
 from hotswap_agent.agent import Agent, version_of
 from hotswap_agent.bodies import StageRequest, parse_sha256
@@ -96,7 +96,7 @@ class BootLoop:
         log.info("boot %s: %s", state, message)
 
     async def run(self) -> None:
-        delay = self.initial
+        backoff = Backoff(self.initial, self.maximum, jitter=0.1)  # no deadline: boot never gives up
         while True:
             await self.agent.ops.wait_idle()
             try:
@@ -109,7 +109,7 @@ class BootLoop:
                 self.agent.metrics.boot_attempts.inc()
                 self.status["lastError"] = exc.message
                 self.agent.note_error(exc.message, exc.error_type)
-            wait = delay * random.uniform(0.9, 1.1)
+            wait = backoff.next()
             at = datetime.now(UTC) + timedelta(seconds=wait)
             self.status.update({"state": "retrying", "nextAttemptAt": at.isoformat()})
             log.warning(
@@ -119,7 +119,6 @@ class BootLoop:
                 wait,
             )
             await asyncio.sleep(wait)
-            delay = min(delay * 2, self.maximum)
 
     async def _attempt(self) -> bool:
         """True when boot is over (done or not needed); raise ``AgentError`` to retry."""

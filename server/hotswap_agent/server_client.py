@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
+from hotswap_contract.retry import Backoff, retry
 from hotswap_contract.wire import VERSION_HEADER
 
 from hotswap_agent.errors import ServerRejected, ServerUnavailable
@@ -15,6 +16,7 @@ from hotswap_agent.errors import ServerRejected, ServerUnavailable
 STATE_TIMEOUT_S = 3.0
 RERANK_TIMEOUT_S = 60.0
 BUSY = "operation_in_progress"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -113,19 +115,16 @@ class ServerClient:
             ) from None
 
 
-async def retry_busy(call: Any, deadline_s: float) -> Any:
+async def retry_busy(call: Callable[[], Awaitable[T]], deadline_s: float) -> T:
     """Await ``call()`` again while the server says another control operation runs (409 busy).
 
     The agent is the server's only admin client, so "busy" means an earlier call of ours (cut off
     by a timeout or an agent restart) is still finishing: waiting for it is the idempotent answer.
+    Delays 0.1s doubling to 2s; the busy error is raised once the next wait would pass ``deadline_s``.
     """
-    deadline = time.monotonic() + deadline_s
-    delay = 0.1
-    while True:
-        try:
-            return await call()
-        except ServerRejected as exc:
-            if exc.server_error_type != BUSY or time.monotonic() + delay > deadline:
-                raise
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 2.0)
+    backoff = Backoff(0.1, 2.0, deadline=time.monotonic() + deadline_s)
+    return await retry(call, backoff, retry_if=_is_busy)
+
+
+def _is_busy(exc: Exception) -> bool:
+    return isinstance(exc, ServerRejected) and exc.server_error_type == BUSY

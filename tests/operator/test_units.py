@@ -9,7 +9,7 @@ from hotswap_operator import conditions as cond
 from hotswap_operator.agent_client import parse_request_counters
 from hotswap_operator.config import Config, ConfigError
 from hotswap_operator.models import LabelSelector, RerankerModelSpec
-from hotswap_operator.names import agent_url, boot_configmap, model_path, resource_key
+from hotswap_operator.names import boot_configmap, model_path, pod_url, resource_key
 from hotswap_operator.observed import AgentStatus
 from hotswap_operator.patches import merge_patch
 from hotswap_operator.selectors import matches, parse_query, to_query
@@ -96,8 +96,8 @@ def test_spec_defaults_and_fingerprint() -> None:
 def test_names_in_one_place() -> None:
     assert resource_key("ns", "m") == "ns/m"
     assert boot_configmap("m") == "m-boot" and boot_configmap("m", "custom") == "custom"
-    assert agent_url("127.0.0.2", 9090) == "http://127.0.0.2:9090"
-    assert agent_url("fd00::1", 9090, "https") == "https://[fd00::1]:9090"
+    assert pod_url("127.0.0.2", 9090) == "http://127.0.0.2:9090"
+    assert pod_url("fd00::1", 9090, "/v1/status", "https") == "https://[fd00::1]:9090/v1/status"
     assert (
         model_path("ns", "m", "status") == "/apis/hotswap.dev/v1alpha1/namespaces/ns/rerankermodels/m/status"
     )
@@ -127,14 +127,15 @@ def test_agent_status_is_read_leniently() -> None:
         {
             "pod": "p",
             "active": {"version": "v1", "digest": "d1"},
-            "previous": None,
-            "staged": "v2",
-            "onDisk": [{"version": "v1", "digest": "d1", "sizeBytes": 3}, "v2"],
+            "previous": {"version": None},  # an empty slot reads as none
+            "staged": {"version": "v2"},
+            "onDisk": [{"version": "v1", "digest": "d1", "sizeBytes": 3}, {"version": "v2"}],
             "operation": {"id": "x", "kind": "stage", "version": "v2", "state": "running", "progress": {}},
             "somethingNew": {"a": 1},
         }
     )
     assert st.active_version == "v1" and st.staged is not None and st.staged.version == "v2"
+    assert st.previous is None
     assert st.busy and st.has_on_disk("v2") and st.disk_digest("v1") == "d1"
 
 
