@@ -32,8 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from hotswap_contract.admin import SwapResult
+from hotswap_contract.digest import folder_digest
 from hotswap_contract.wire import VERSION_HEADER
 from hotswap_operator import timeutil
+
+from devtools.fakes.slots import ContractError, PodSlots
 
 log = logging.getLogger("fakepod")
 DEFAULT_DELAYS = {"stage": 0.15, "preload": 0.1, "activate": 0.02, "rollback": 0.02, "verify": 0.02}
@@ -53,10 +57,7 @@ class FakePod:
         self.script_file: Path | None = Path(args.script) if args.script else None
         self.boot_file: Path | None = Path(args.boot_file) if args.boot_file else None
         self.allow: list[str] = args.allow or []
-        self.active: dict[str, Any] | None = None
-        self.previous: dict[str, Any] | None = None
-        self.staged: dict[str, Any] | None = None
-        self.on_disk: dict[str, dict[str, Any]] = {}
+        self.slots = PodSlots()  # the contract's rules for what a pod holds (devtools.fakes)
         self.latest: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
         self.last_activation: dict[str, Any] | None = None
@@ -148,7 +149,7 @@ class FakePod:
                 raise OpError(failure, f"scripted_{op['kind']}")
             op["result"] = await getattr(self, f"_{op['kind']}")(op["version"], body)
             op["state"] = "succeeded"
-        except OpError as exc:
+        except (OpError, ContractError) as exc:
             op.update(state="failed", error=exc.message, errorType=exc.error_type)
         except Exception as exc:  # a fake must never wedge: report it
             log.exception("operation crashed")
@@ -160,73 +161,59 @@ class FakePod:
         uri: str = body["uri"]
         if not any(uri.startswith(prefix) for prefix in self.allow):
             raise OpError(f"{uri} is not allowed", "source_not_allowed")
-        if version in self.on_disk and (body.get("sha256") in (None, self.on_disk[version]["digest"])):
-            return {"version": version, "digest": self.on_disk[version]["digest"], "noop": True}
+        known = self.slots.on_disk.get(version)
+        if known is not None and body.get("sha256") in (None, known.digest):
+            return {"version": version, "digest": known.digest, "noop": True}
         path = Path(uri.removeprefix("file://"))
         if not uri.startswith("file://") or not path.is_dir():
             raise OpError(f"source {uri} is not a folder", "source_unavailable")
-        from hotswap_contract.digest import folder_digest  # stdlib-only module: no torch
-
         digest = await asyncio.to_thread(folder_digest, path)
-        if body.get("sha256") and body["sha256"] != digest:
-            raise OpError(
-                f"digest mismatch: expected {body['sha256'][:12]}, got {digest[:12]}", "digest_mismatch"
-            )
-        self.on_disk[version] = {"version": version, "digest": digest, "path": str(path)}
+        self.slots.stage(version, digest, body.get("sha256"), path=str(path))
         return {"version": version, "digest": digest, "noop": False}
 
     async def _preload(self, version: str, body: dict[str, Any]) -> dict[str, Any]:
-        disk = self.on_disk.get(version)
-        if disk is None:
-            raise OpError(f"{version} is not on disk: stage it first", "not_on_disk")
-        if self.active and self.active["version"] == version:
-            return {"version": version, "digest": disk["digest"], "noop": True}
-        if (Path(disk["path"]) / "BROKEN").exists():
+        disk = self.slots.on_disk.get(version)
+        if (
+            disk is not None
+            and disk.path
+            and (Path(disk.path) / "BROKEN").exists()
+            and self.slots.active != version
+        ):
             raise OpError("invalid_model: weights are not finite (NaN in classifier.weight)", "invalid_model")
-        self.staged = {"version": version, "digest": disk["digest"]}
-        return {"version": version, "digest": disk["digest"], "noop": False}
+        noop = self.slots.active == version
+        record = self.slots.preload(version)
+        return {"version": version, "digest": record.digest, "noop": noop}
 
-    def _swap_to(self, record: dict[str, Any], via: str) -> dict[str, Any]:
-        before = self.active["version"] if self.active else None
-        self.previous, self.active = self.active, record
-        at = timeutil.iso(timeutil.now())
+    def _swapped(self, before: str | None, result: SwapResult, via: str) -> dict[str, Any]:
+        assert result.active is not None
         self.last_activation = {
-            "version": record["version"],
+            "version": result.active.version,
             "fromVersion": before,
-            "at": at,
+            "at": timeutil.iso(timeutil.now()),
             "mode": "inplace",
-            "pauseMs": 1.0,
+            "pauseMs": result.pause_ms,
             "via": via,
         }
         self.activations.append(self.last_activation)
-        return {
-            "version": record["version"],
-            "fromVersion": before,
-            "mode": "inplace",
-            "pauseMs": 1.0,
-            "via": via,
-        }
+        return {k: v for k, v in self.last_activation.items() if k != "at"}
 
     async def _activate(self, version: str, body: dict[str, Any]) -> dict[str, Any]:
-        if self.active and self.active["version"] == version:
+        if self.slots.active == version:
             return {"version": version, "noop": True, "mode": "noop"}
-        if not self.staged or self.staged["version"] != version:
-            raise OpError(f"{version} is not preloaded", "not_staged")
-        record, self.staged = self.staged, None
-        return self._swap_to(record, "activate")
+        before = self.slots.active
+        return self._swapped(before, self.slots.activate(version), "activate")
 
     async def _rollback(self, version: str, body: dict[str, Any]) -> dict[str, Any]:
-        if self.active and self.active["version"] == version:
+        if self.slots.active == version:
             return {"version": version, "noop": True, "via": "noop"}
-        if self.previous and self.previous["version"] == version:
-            return self._swap_to(self.previous, "rollback")
-        await self._preload(version, body)
-        record, self.staged = self.staged, None
-        assert record is not None
-        return self._swap_to(record, "preload+activate")
+        if self.slots.previous != version:
+            await self._preload(version, body)  # the BROKEN check, as a reload from disk would do
+        before = self.slots.active
+        result, via = self.slots.rollback(version)
+        return self._swapped(before, result, via)
 
     async def _verify(self, version: str | None, body: dict[str, Any]) -> dict[str, Any]:
-        active = self.active["version"] if self.active else None
+        active = self.slots.active
         if version and active != version:
             raise OpError(f"scored by version {active!r}, expected {version!r}", "verify_failed")
         for case in body.get("canary") or []:
@@ -248,24 +235,20 @@ class FakePod:
             await self._preload(version, {})
             await self._activate(version, {})
             op["state"] = "succeeded"
-        except OpError as exc:
+        except (OpError, ContractError) as exc:
             op.update(state="failed", error=exc.message, errorType=exc.error_type)
         op["finishedAt"] = timeutil.iso(timeutil.now())
 
     def status(self) -> dict[str, Any]:
-        return {
-            "pod": self.name,
-            "agent": {"startedAt": self.started_at, "fake": True},
-            "active": self.active,
-            "previous": self.previous,
-            "staged": self.staged,
-            "onDisk": [{"version": d["version"], "digest": d["digest"]} for d in self.on_disk.values()],
-            "operation": self.latest,
-            "history": self.history,
-            "lastActivation": self.last_activation,
-            "activations": self.activations,
-            "lastError": None,
-        }
+        status = self.slots.agent_status(
+            self.name,
+            agent={"startedAt": self.started_at, "fake": True},
+            operation=self.latest,
+            history=self.history,
+            last_activation=self.last_activation,
+        )
+        # "activations" is the fake's own addition (not in the contract): tests count swaps with it.
+        return {**status.wire(), "activations": self.activations}
 
 
 def score(query: str, doc: Any) -> float:
@@ -322,10 +305,10 @@ def agent_app(pod: FakePod) -> web.Application:
 def data_app(pod: FakePod) -> web.Application:
     async def rerank(request: web.Request) -> web.Response:
         route = request.path
-        if pod.active is None:
+        if pod.slots.active is None:
             pod.requests[(route, "503")] += 1
             return web.json_response({"error": "no model active", "error_type": "not_ready"}, status=503)
-        version = pod.active["version"]
+        version = pod.slots.active
         if pod.injected_error(version):
             pod.requests[(route, "500")] += 1
             return web.json_response({"error": "injected failure", "error_type": "internal"}, status=500)
@@ -348,11 +331,11 @@ def data_app(pod: FakePod) -> web.Application:
         )
 
     async def readyz(request: web.Request) -> web.Response:
-        ok = pod.active is not None
+        ok = pod.slots.active is not None
         return web.json_response({"ready": ok}, status=200 if ok else 503)
 
     async def info(request: web.Request) -> web.Response:
-        return web.json_response({"version": pod.active and pod.active["version"]})
+        return web.json_response({"version": pod.slots.active})
 
     async def metrics(request: web.Request) -> web.Response:
         lines = ["# TYPE hotswap_requests_total counter"]

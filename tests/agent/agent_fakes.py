@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from hotswap_contract.admin import AdminState, VersionRecord
+from hotswap_contract.admin import VersionRecord
 from hotswap_contract.digest import folder_digest
+
+from devtools.fakes.slots import ContractError, ServerSlots
 
 ADMIN_TOKEN = "admin-token-0123456789"
 AGENT_TOKEN = "agent-token-0123456789"
@@ -41,9 +43,7 @@ def error(status: int, message: str, error_type: str) -> web.Response:
 @dataclass
 class FakeServer:
     models_root: Path
-    active: dict[str, Any] | None = None
-    staged: dict[str, Any] | None = None
-    previous: dict[str, Any] | None = None
+    slots: ServerSlots = field(default_factory=lambda: ServerSlots(swap_mode="auto", pause_ms=3.0))
     calls: list[tuple[str, Any]] = field(default_factory=list)
     nan_scores: bool = False
     header_override: str | None = None
@@ -74,11 +74,21 @@ class FakeServer:
             loaded_at="2026-01-01T00:00:00+00:00",
         ).wire()
 
+    # The slots as plain records, for tests that look at or set what the "server" holds.
+    @property
+    def active(self) -> dict[str, Any] | None:
+        return self.slots.active.wire() if self.slots.active else None
+
+    @active.setter
+    def active(self, record: dict[str, Any] | None) -> None:
+        self.slots.active = VersionRecord.model_validate(record) if record else None
+
+    @property
+    def previous(self) -> dict[str, Any] | None:
+        return self.slots.previous.wire() if self.slots.previous else None
+
     async def state(self, request: web.Request) -> web.Response:
-        state = AdminState.model_validate(
-            {"active": self.active, "staged": self.staged, "previous": self.previous}
-        )
-        return web.json_response(state.wire())
+        return web.json_response(self.slots.admin_state().wire())
 
     async def preload(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -94,35 +104,26 @@ class FakeServer:
         rec = self._record(body["version"], path)
         if body.get("digest") and body["digest"] != rec["digest"]:
             return error(422, "digest mismatch", "digest_mismatch")
-        self.staged = rec
-        return web.json_response({"staged": rec, "compatible": "inplace"})
+        return self._answer(lambda: {"staged": self.slots.preload(VersionRecord.model_validate(rec)).wire()})
 
     async def activate(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.calls.append(("activate", body))
-        if self.active and self.active["version"] == body["version"]:
-            return web.json_response(
-                {"active": self.active, "previous": self.previous, "mode": "noop", "pauseMs": 0}
-            )
-        if not self.staged or self.staged["version"] != body["version"]:
-            return error(409, f"{body['version']} is not staged", "not_staged")
-        self.previous, self.active, self.staged = self.active, self.staged, None
-        return web.json_response(
-            {"active": self.active, "previous": self.previous, "mode": "inplace", "pauseMs": 3}
-        )
+        return self._answer(lambda: self.slots.activate(body["version"]).wire())
 
     async def rollback(self, request: web.Request) -> web.Response:
         self.calls.append(("rollback", {}))
-        if not self.previous:
-            return error(409, "no previous version", "no_previous")
-        self.active, self.previous = self.previous, self.active
-        return web.json_response(
-            {"active": self.active, "previous": self.previous, "mode": "inplace", "pauseMs": 2}
-        )
+        return self._answer(lambda: self.slots.rollback().wire())
+
+    def _answer(self, operation: Callable[[], dict[str, Any]]) -> web.Response:
+        try:
+            return web.json_response(operation())
+        except ContractError as exc:
+            return error(exc.status, exc.message, exc.error_type)
 
     async def discard(self, request: web.Request) -> web.Response:
         self.calls.append(("discard", {}))
-        self.staged = None
+        self.slots.discard()
         return web.json_response({"staged": None})
 
     # --- data plane -------------------------------------------------------------------------

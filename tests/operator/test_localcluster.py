@@ -16,6 +16,7 @@ import pytest_asyncio
 from hotswap_operator import names
 from hotswap_operator.kube import KubeError
 
+from devtools import dev_env
 from devtools.localcluster.cluster import LocalCluster
 from devtools.localcluster.procs import Proc
 
@@ -142,7 +143,7 @@ def test_nothing_outlives_the_harness(tmp_path: Path, sig: int) -> None:
         )
     )
     harness = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dev_env()
     )
     try:
         deadline = time.monotonic() + 60
