@@ -298,7 +298,7 @@ class ControlPlane:
 
     async def _wait_cluster_ready(self, timeout: float) -> None:
         """Ready for workloads: the controller manager has made the `default` ServiceAccount
-        (pods in `default` are refused until it exists) and the node, if any, is Ready."""
+        (pods in `default` are refused until it exists) and the node, if any, is Ready and untainted."""
         client = self.client()
 
         async def ready() -> bool:
@@ -307,7 +307,11 @@ class ControlPlane:
             if self.kubelet is not None:
                 node = await client.get(f"/api/v1/nodes/{self.kubelet.node_name}")
                 conds = {c["type"]: c["status"] for c in node.get("status", {}).get("conditions", [])}
-                return conds.get("Ready") == "True"
+                # A new node carries the not-ready NoSchedule taint until the node-lifecycle
+                # controller has seen it Ready: waiting for that here spares every test a first
+                # pod that sits unschedulable for the scheduler's back-off.
+                taints = [t for t in node.get("spec", {}).get("taints", []) if t.get("effect") == "NoSchedule"]
+                return conds.get("Ready") == "True" and not taints
             return True
 
         await self._wait(
