@@ -1,9 +1,15 @@
 """What the planner asks for and what executing it came to: the vocabulary shared by
-``planner`` (which decides), ``rollout`` (which executes) and ``progress`` (which records)."""
+``planner`` (which decides), ``rollout`` (which executes) and ``progress`` (which records).
+
+A plan's actions on one pod run in order, each recorded as it finishes, and the first failure ends
+that pod's chain (:func:`chains`); different pods' chains run at once (the prefetch). A swap is two
+actions, ``activate`` then ``verify``, planned together: one reconcile round per pod.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 
@@ -39,7 +45,6 @@ class Action:
     baseline: tuple[float, float] | None = None
     max_error_rate: float = 0.0
     timeout: float = 300.0
-    then_verify: bool = False  # activate, then verify in the same step (one reconcile round per pod)
 
     @property
     def step(self) -> Step:
@@ -60,7 +65,7 @@ class Outcome:
     step: Step
     error: str = ""
     digest: str | None = None
-    swap: dict[str, Any] | None = None  # set when the pod swapped (even if its verify then failed)
+    swap: dict[str, Any] | None = None  # what the agent said of a swap: mode, pauseMs, fromVersion, via
     metrics: tuple[float, float] | None = None
 
 
@@ -69,3 +74,11 @@ class EventSpec:
     type: str  # Normal | Warning
     reason: str
     message: str
+
+
+def chains(actions: Iterable[Action]) -> list[list[Action]]:
+    """The actions grouped by pod, each group in plan order (pods in order of their first action)."""
+    by_pod: dict[str, list[Action]] = {}
+    for action in actions:
+        by_pod.setdefault(action.pod, []).append(action)
+    return list(by_pod.values())

@@ -16,7 +16,7 @@ import dataclasses
 import datetime
 from collections.abc import Sequence
 
-from .actions import Action, EventSpec, Kind, Outcome, Purpose
+from .actions import Action, EventSpec, Kind, Purpose
 from .models import (
     ACTIVE_PHASES,
     FAILED_PHASES,
@@ -32,20 +32,10 @@ from .models import (
     VersionRef,
 )
 from .observed import PodView
-from .progress import fail_rollout, history_entry, summarize
+from .progress import fail_rollout, history_entry, pod_state, state_since, summarize
 from .timeutil import iso, parse, seconds_between
 
-__all__ = [
-    "Action",
-    "EventSpec",
-    "Kind",
-    "Outcome",
-    "Plan",
-    "PlanInput",
-    "Purpose",
-    "plan",
-    "rollback_target",
-]
+__all__ = ["Plan", "PlanInput", "plan", "rollback_target"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,76 +200,14 @@ class _Planner:
 
     def _activate(self, purpose: Purpose) -> None:
         """One pod at a time, in name order: move it, verify it, soak it, then the next."""
-        r = self.rollout
-        target = r.version
-        rollout_spec = self.spec.rollout
-        done = [n for n in r.done if any(p.name == n and p.active == target for p in self.pods)]
-        if done != r.done:
-            self.rollout = r = r.model_copy(update={"done": done})
+        done = self._still_done()
         for pod in self.pods:
             if pod.name in done:
                 self._set_pod(pod, PodState.READY, "")
                 continue
-            if purpose is Purpose.CONVERGE:
-                if not pod.operable or self._retry_later(pod):
-                    continue  # a settled version never waits on a sick pod; it is reported
-            elif not pod.operable:
-                self._check_wait_timeout(pod)
-                self.requeue = self.inp.poll_interval
-                return
-            if self._digest_conflict(pod):
-                return
-            next_at = parse(r.next_at)
-            if purpose is Purpose.ROLLOUT and next_at is not None and next_at > self.inp.now:
-                self._set_pod(pod, PodState.PENDING, f"pausing until {r.next_at}")
-                self.requeue = min((next_at - self.inp.now).total_seconds(), self.inp.resync_interval)
-                return
-            self.converging = purpose is Purpose.CONVERGE
-            current = r.current if r.current is not None and r.current.pod == pod.name else None
-            if pod.active == target:
-                if current is not None and current.step is Step.SOAK and purpose is Purpose.ROLLOUT:
-                    left = rollout_spec.analysis.soak_seconds - seconds_between(current.since, self.inp.now)
-                    if left > 0:
-                        self._set_pod(pod, PodState.SOAKING, f"soaking, {left:.0f}s left")
-                        self.requeue = min(left, self.inp.resync_interval)
-                        return
-                    self._set_pod(pod, PodState.SOAKING, "checking the error rate")
-                    self.actions.append(self._soak(pod, current))
-                    return
-                self._set_pod(pod, PodState.VERIFYING, "")
-                self.actions.append(
-                    Action(
-                        kind=Kind.VERIFY,
-                        purpose=purpose,
-                        pod=pod.name,
-                        ip=pod.ip or "",
-                        version=target,
-                        spec_hash=self.spec_hash,
-                        canary=tuple(rollout_spec.canary),
-                        sample_metrics=purpose is Purpose.ROLLOUT and rollout_spec.analysis.soak_seconds > 0,
-                        timeout=rollout_spec.pod_timeout_seconds,
-                    )
-                )
-                return
-            action = self._towards(pod, target, self._target_ref(), purpose)
-            if action is None:  # no way to get the version (no source): reported in _towards
-                return
-            if action.kind in (Kind.ACTIVATE, Kind.REACTIVATE):
-                action = dataclasses.replace(
-                    action,
-                    then_verify=True,
-                    canary=tuple(rollout_spec.canary),
-                    sample_metrics=purpose is Purpose.ROLLOUT and rollout_spec.analysis.soak_seconds > 0,
-                )
-            self.actions.append(action)
-            state = (
-                PodState.ACTIVATING if action.kind in (Kind.ACTIVATE, Kind.REACTIVATE) else PodState.STAGING
-            )
-            self._set_pod(pod, state, "")
-            if purpose is Purpose.ROLLOUT:
-                self.rollout = r.model_copy(
-                    update={"current": CurrentStep(pod=pod.name, step=action.step, since=self.now)}
-                )
+            if purpose is Purpose.CONVERGE and (not pod.operable or self._retry_later(pod)):
+                continue  # a settled version never waits on a sick pod; it is reported
+            self._next_step(pod, purpose)
             return
         if purpose is Purpose.CONVERGE:
             return
@@ -287,6 +215,71 @@ class _Planner:
             self.requeue = self.inp.resync_interval
             return
         self._complete()
+
+    def _still_done(self) -> list[str]:
+        """The pods this rollout finished that still serve its version (a restarted one moves again)."""
+        r = self.rollout
+        done = [n for n in r.done if any(p.name == n and p.active == r.version for p in self.pods)]
+        if done != r.done:
+            self.rollout = r.model_copy(update={"done": done})
+        return done
+
+    def _next_step(self, pod: PodView, purpose: Purpose) -> None:
+        """The first pod not done: wait for it, pause before it, or move, verify or soak it."""
+        if not pod.operable:  # a rollout waits for it (bounded by the pod timeout)
+            self._check_wait_timeout(pod)
+            self.requeue = self.inp.poll_interval
+            return
+        if self._digest_conflict(pod) or self._pausing(pod, purpose):
+            return
+        self.converging = purpose is Purpose.CONVERGE
+        current = self.rollout.current
+        if pod.active != self.rollout.version:
+            self._move(pod, purpose)
+        elif (
+            purpose is Purpose.ROLLOUT
+            and current is not None
+            and current.pod == pod.name
+            and current.step is Step.SOAK
+        ):
+            self._soak_or_wait(pod, current)
+        else:
+            self._set_pod(pod, PodState.VERIFYING, "")
+            self.actions.append(self._verify(pod, purpose))
+
+    def _pausing(self, pod: PodView, purpose: Purpose) -> bool:
+        """A rollout's pause between two pods (``pauseSeconds``) is not over yet."""
+        next_at = parse(self.rollout.next_at)
+        if purpose is not Purpose.ROLLOUT or next_at is None or next_at <= self.inp.now:
+            return False
+        self._set_pod(pod, PodState.PENDING, f"pausing until {self.rollout.next_at}")
+        self.requeue = min((next_at - self.inp.now).total_seconds(), self.inp.resync_interval)
+        return True
+
+    def _move(self, pod: PodView, purpose: Purpose) -> None:
+        """Bring the pod towards the target: prepare it, or swap it and verify it in the same round."""
+        action = self._towards(pod, self.rollout.version, self._target_ref(), purpose)
+        if action is None:  # no way to get the version (no source): reported in _towards
+            return
+        self.actions.append(action)
+        swapping = action.kind in (Kind.ACTIVATE, Kind.REACTIVATE)
+        if swapping:
+            self.actions.append(self._verify(pod, purpose))
+        self._set_pod(pod, PodState.ACTIVATING if swapping else PodState.STAGING, "")
+        if purpose is Purpose.ROLLOUT:
+            self.rollout = self.rollout.model_copy(
+                update={"current": CurrentStep(pod=pod.name, step=action.step, since=self.now)}
+            )
+
+    def _soak_or_wait(self, pod: PodView, current: CurrentStep) -> None:
+        """A verified pod soaks: wait out ``soakSeconds``, then check its error rate."""
+        left = self.spec.rollout.analysis.soak_seconds - seconds_between(current.since, self.inp.now)
+        if left > 0:
+            self._set_pod(pod, PodState.SOAKING, f"soaking, {left:.0f}s left")
+            self.requeue = min(left, self.inp.resync_interval)
+            return
+        self._set_pod(pod, PodState.SOAKING, "checking the error rate")
+        self.actions.append(self._soak(pod, current))
 
     def _complete(self) -> None:
         r = self.rollout
@@ -371,6 +364,20 @@ class _Planner:
             return None
         return Action(kind=Kind.PREPARE, needs_stage=not on_disk, source=ref.source, timeout=timeout, **base)  # type: ignore[arg-type]
 
+    def _verify(self, pod: PodView, purpose: Purpose) -> Action:
+        rollout_spec = self.spec.rollout
+        return Action(
+            kind=Kind.VERIFY,
+            purpose=purpose,
+            pod=pod.name,
+            ip=pod.ip or "",
+            version=self.rollout.version,
+            spec_hash=self.spec_hash,
+            canary=tuple(rollout_spec.canary),
+            sample_metrics=purpose is Purpose.ROLLOUT and rollout_spec.analysis.soak_seconds > 0,
+            timeout=float(rollout_spec.pod_timeout_seconds),
+        )
+
     def _soak(self, pod: PodView, current: CurrentStep) -> Action:
         baseline = None
         if current.baseline_requests is not None and current.baseline_errors is not None:
@@ -418,8 +425,7 @@ class _Planner:
 
     def _check_wait_timeout(self, pod: PodView) -> None:
         state, message = self._default_state(pod)
-        old = self.old_pods.get(pod.name)
-        since = old.since if old is not None and old.state is state else self.now
+        since = state_since(self.old_pods.get(pod.name), state, self.now)
         started = parse(self.rollout.started_at)
         if started is not None and (parse(since) or started) < started:
             since = self.rollout.started_at  # the clock starts with the rollout, not with the pod's trouble
@@ -447,9 +453,7 @@ class _Planner:
         self.history.append(entry)
         self.actions.clear()
         if pod is not None and pod in self.pod_status:
-            self.pod_status[pod] = self.pod_status[pod].model_copy(
-                update={"state": PodState.FAILED, "message": reason}
-            )
+            self.pod_status[pod] = pod_state(self.pod_status[pod], pod, PodState.FAILED, reason, self.now)
         self.requeue = 0.0
 
     # -- status assembly
@@ -478,21 +482,17 @@ class _Planner:
         return PodState.PENDING, f"serves {pod.active or 'nothing'}"
 
     def _set_pod(self, pod: PodView, state: PodState, message: str) -> None:
-        """Record a pod's state; ``since`` moves only when the state changes, ``retryAt`` is kept
-        until the pod succeeds a step again (so Degraded does not flap while it is retried)."""
-        old = self.old_pods.get(pod.name)
-        since = old.since if old is not None and old.state is state else self.now
+        """Record a pod's state as observed now (``since`` and ``retryAt``: see progress.pod_state)."""
         active = pod.agent.active if pod.agent else None
-        self.pod_status[pod.name] = PodStatus(
-            name=pod.name,
+        self.pod_status[pod.name] = pod_state(
+            self.old_pods.get(pod.name),
+            pod.name,
+            state,
+            message,
+            self.now,
             ip=pod.ip,
             version=active.version if active else None,
             digest=active.digest if active else None,
-            state=state,
-            message=message,
-            since=since,
-            retry_at=old.retry_at if old else None,
-            last_swap=old.last_swap if old else None,
         )
 
     def _history(self, r: RolloutStatus, result: HistoryResult, reason: str) -> None:

@@ -7,7 +7,6 @@ prefetch), so status shows progress as it happens; ``summarize`` derives the sum
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 from typing import Any
 
@@ -108,6 +107,24 @@ def summarize(status: RerankerModelStatus, *, now: str, moving: bool = False) ->
     )
 
 
+def state_since(old: PodStatus | None, state: PodState, stamp: str) -> str:
+    """When a pod entered ``state``: kept from ``old`` while the state stays, else ``stamp``."""
+    return old.since if old is not None and old.state is state else stamp
+
+
+def pod_state(
+    old: PodStatus | None, name: str, state: PodState, message: str, stamp: str, **fields: Any
+) -> PodStatus:
+    """A pod's status in ``state``: the one place ``since`` moves (only when the state changes).
+
+    Every other field is kept from ``old`` unless given: ``retryAt`` stays until the pod succeeds a
+    step again (so Degraded does not flap while it is retried), ``lastSwap`` until the next swap.
+    """
+    base = old if old is not None else PodStatus(name=name, since=stamp)
+    since = state_since(old, state, stamp)
+    return base.model_copy(update={"state": state, "message": message, "since": since, **fields})
+
+
 def record(
     status: RerankerModelStatus,
     spec: RerankerModelSpec,
@@ -124,37 +141,21 @@ def record(
     stamp = iso(now)
     events: list[EventSpec] = []
     history = list(status.history)
-    last_good = status.last_good
-    pods = {p.name: p for p in status.pods}
-    pod = pods.get(action.pod) or PodStatus(name=action.pod, since=stamp)
-
-    def set_pod(state: PodState, message: str, **extra: Any) -> None:
-        nonlocal pod
-        since = pod.since if pod.state is state else stamp
-        pod = pod.model_copy(update={"state": state, "message": message, "since": since, **extra})
-        pods[action.pod] = pod
-
-    if outcome.swap is not None and action.then_verify:
-        swapped = _swap_record(outcome, stamp)
-        events.append(
-            EventSpec(
-                "Normal",
-                "Activated",
-                f"Pod {action.pod} now serves {action.version} ({_swap_detail(swapped)})",
-            )
-        )
-        pod = pod.model_copy(update={"last_swap": swapped})
-        pods[action.pod] = pod
-    if not outcome.ok:
+    old = next((p for p in status.pods if p.name == action.pod), None)
+    if outcome.ok:
+        r, (state, message, fields), evs = _advance(spec, r, action, outcome, now)
+        events.extend(evs)
+        pod = pod_state(old, action.pod, state, message, stamp, retry_at=None, **fields)
+    else:
         reason = outcome.error or "failed"
+        message = f"{outcome.step}: {reason}"
+        retry_at = None
         if action.purpose is Purpose.ROLLOUT and r.phase in ACTIVE_PHASES:
-            r, evs, entry = fail_rollout(spec, r, action.pod, outcome.step, reason, stamp, last_good)
+            r, evs, entry = fail_rollout(spec, r, action.pod, outcome.step, reason, stamp, status.last_good)
             events.extend(evs)
             history.append(entry)
-            set_pod(PodState.FAILED, f"{outcome.step}: {reason}")
         elif action.purpose is Purpose.ROLLOUT:
             # Another pod already failed this rollout (parallel prefetch): note it, roll it back.
-            set_pod(PodState.FAILED, f"{outcome.step}: {reason}")
             events.append(
                 EventSpec(
                     "Warning", "StepFailed", f"Pod {action.pod}: {outcome.step} {action.version}: {reason}"
@@ -162,55 +163,50 @@ def record(
             )
         else:
             retry_at = iso(now + datetime.timedelta(seconds=failed_pod_retry))
-            set_pod(PodState.FAILED, f"{outcome.step}: {reason}", retry_at=retry_at)
             what = "RollbackFailed" if action.purpose is Purpose.ROLLBACK else "ConvergeFailed"
             events.append(
                 EventSpec(
                     "Warning", what, f"Pod {action.pod}: {outcome.step} {action.version} failed: {reason}"
                 )
             )
-    else:
-        r, pod_update, evs = _advance(spec, r, action, outcome, now)
-        events.extend(evs)
-        if pod_update is not None:
-            state, message, extra = pod_update
-            set_pod(state, message, retry_at=None, **extra)
-    ordered = [pods[p.name] for p in status.pods] + (
-        [pods[action.pod]] if action.pod not in {p.name for p in status.pods} else []
-    )
+        extra = {"retry_at": retry_at} if retry_at else {}
+        pod = pod_state(old, action.pod, PodState.FAILED, message, stamp, **extra)
+    ordered = [pod if p.name == action.pod else p for p in status.pods]
+    if old is None:
+        ordered.append(pod)
     new = status.model_copy(update={"rollout": r, "pods": ordered, "history": history[-spec.history_limit :]})
     return summarize(new, now=stamp), tuple(events)
 
 
 def _advance(
     spec: RerankerModelSpec, r: RolloutStatus, action: Action, outcome: Outcome, now: datetime.datetime
-) -> tuple[RolloutStatus, tuple[PodState, str, dict[str, Any]] | None, list[EventSpec]]:
+) -> tuple[RolloutStatus, tuple[PodState, str, dict[str, Any]], list[EventSpec]]:
+    """What a step that succeeded comes to: the rollout record, the pod's new state, the events."""
     stamp = iso(now)
     pod, version = action.pod, action.version
-    events: list[EventSpec] = []
     rolling = action.purpose is Purpose.ROLLOUT
     if action.kind is Kind.PREPARE:
         if outcome.digest and r.digest is None and version == r.version:
             r = r.model_copy(update={"digest": outcome.digest})
         what = "Staged and preloaded" if action.needs_stage else "Preloaded"
         digest = f" (digest {outcome.digest[:12]})" if outcome.digest else ""
-        events.append(EventSpec("Normal", "Preloaded", f"{what} {version} on pod {pod}{digest}"))
-        return r, (PodState.PRELOADED, "", {}), events
-    if action.kind in (Kind.ACTIVATE, Kind.REACTIVATE) and action.then_verify:
-        # The Activated event and lastSwap were recorded by record(); go on with the verify part.
-        return _advance(spec, r, dataclasses.replace(action, kind=Kind.VERIFY), outcome, now)
+        return (
+            r,
+            (PodState.PRELOADED, "", {}),
+            [EventSpec("Normal", "Preloaded", f"{what} {version} on pod {pod}{digest}")],
+        )
     if action.kind in (Kind.ACTIVATE, Kind.REACTIVATE):
-        swap = _swap_record(outcome, stamp)
-        detail = _swap_detail(swap)
+        swap = {**(outcome.swap or {}), "at": stamp}  # the swap's time, set here only
+        detail = ", ".join(f"{k} {v}" for k, v in swap.items() if k in ("mode", "pauseMs"))
         if action.purpose is Purpose.ROLLBACK:
-            events.append(EventSpec("Normal", "PodRolledBack", f"Pod {pod} back on {version} ({detail})"))
-            return r, (PodState.ROLLED_BACK, "", {"last_swap": swap}), events
-        events.append(EventSpec("Normal", "Activated", f"Pod {pod} now serves {version} ({detail})"))
+            event = EventSpec("Normal", "PodRolledBack", f"Pod {pod} back on {version} ({detail})")
+            return r, (PodState.ROLLED_BACK, "", {"last_swap": swap}), [event]
         if rolling:
             r = r.model_copy(update={"current": CurrentStep(pod=pod, step=Step.VERIFY, since=stamp)})
-        return r, (PodState.VERIFYING, "", {"last_swap": swap}), events
+        event = EventSpec("Normal", "Activated", f"Pod {pod} now serves {version} ({detail})")
+        return r, (PodState.VERIFYING, "", {"last_swap": swap}), [event]
     if action.kind is Kind.VERIFY:
-        events.append(EventSpec("Normal", "Verified", f"Pod {pod} verified on {version}"))
+        events = [EventSpec("Normal", "Verified", f"Pod {pod} verified on {version}")]
         soak = spec.rollout.analysis.soak_seconds
         if rolling and soak > 0:
             req, err = outcome.metrics if outcome.metrics else (None, None)
@@ -224,18 +220,8 @@ def _advance(
             )
         return _mark_done(spec, r, pod, now), (PodState.READY, "", {}), events
     # SOAK passed
-    events.append(EventSpec("Normal", "SoakPassed", f"Pod {pod} passed its soak on {version}"))
+    events = [EventSpec("Normal", "SoakPassed", f"Pod {pod} passed its soak on {version}")]
     return _mark_done(spec, r, pod, now), (PodState.READY, "", {}), events
-
-
-def _swap_record(outcome: Outcome, stamp: str) -> dict[str, Any]:
-    swap = dict(outcome.swap or {})
-    swap.setdefault("at", stamp)
-    return swap
-
-
-def _swap_detail(swap: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in swap.items() if k in ("mode", "pauseMs"))
 
 
 def _mark_done(spec: RerankerModelSpec, r: RolloutStatus, pod: str, now: datetime.datetime) -> RolloutStatus:

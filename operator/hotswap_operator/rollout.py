@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from . import conditions as cond
 from . import names
-from .actions import Action, EventSpec, Kind, Outcome
+from .actions import Action, EventSpec, Kind, Outcome, chains
 from .agent_client import AgentClient, AgentError, TokenSource
 from .config import Config
 from .kube import KubeClient, KubeError
@@ -228,21 +228,32 @@ class Reconciler:
         state = {"status": status}
         fingerprint = spec.fingerprint()
 
-        async def one(action: Action) -> None:
-            outcome = await self.perform(action)
-            async with self._status_lock:
-                new, events = record(
-                    state["status"], spec, action, outcome, now(), failed_pod_retry=self.cfg.failed_pod_retry
-                )
-                await self.write_status(
-                    state["status"].model_dump(mode="json", by_alias=True, exclude_none=True), new
-                )
-                state["status"] = new
-            await self.post_events(obj, events)
-            if not outcome.ok:
-                self.log.warning(f"{action.step} {action.version} on {action.pod} failed: {outcome.error}")
+        async def one_pod(chain: list[Action]) -> None:
+            for action in chain:  # in order, each recorded as it finishes; a failure ends the chain
+                outcome = await self.perform(action)
+                async with self._status_lock:
+                    new, events = record(
+                        state["status"],
+                        spec,
+                        action,
+                        outcome,
+                        now(),
+                        failed_pod_retry=self.cfg.failed_pod_retry,
+                    )
+                    await self.write_status(
+                        state["status"].model_dump(mode="json", by_alias=True, exclude_none=True), new
+                    )
+                    state["status"] = new
+                await self.post_events(obj, events)
+                if not outcome.ok:
+                    self.log.warning(
+                        f"{action.step} {action.version} on {action.pod} failed: {outcome.error}"
+                    )
+                    return
 
-        work: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*(one(a) for a in actions)))
+        work: asyncio.Future[Any] = asyncio.ensure_future(
+            asyncio.gather(*(one_pod(chain) for chain in chains(actions)))
+        )
         watcher: asyncio.Future[Any] = asyncio.ensure_future(self._watch_spec(fingerprint))
         try:
             done, _ = await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -293,29 +304,18 @@ class Reconciler:
                 step = Step.PRELOAD
                 loaded = await agents.run(ip, "preload", {"version": v}, timeout=action.timeout)
                 return Outcome(ok=True, step=step, digest=loaded.get("digest") or digest)
-            swap: dict[str, Any] | None = None
             if action.kind in (Kind.ACTIVATE, Kind.REACTIVATE):
                 op = "activate" if action.kind is Kind.ACTIVATE else "rollback"
                 result = await agents.run(ip, op, {"version": v}, timeout=action.timeout)
-                swap = {
-                    k: result[k]
-                    for k in ("mode", "pauseMs", "fromVersion", "via")
-                    if result.get(k) is not None
-                }
-                swap["at"] = iso(now())
-                if not action.then_verify:
-                    return Outcome(ok=True, step=step, swap=swap)
-                step = Step.VERIFY
-            if action.kind is Kind.VERIFY or action.then_verify:
+                keys = ("mode", "pauseMs", "fromVersion", "via")
+                return Outcome(
+                    ok=True, step=step, swap={k: result[k] for k in keys if result.get(k) is not None}
+                )
+            if action.kind is Kind.VERIFY:
                 canary = [c.wire() for c in action.canary]
-                try:
-                    await agents.run(
-                        ip, "verify", {"canary": canary, "expectVersion": v}, timeout=action.timeout
-                    )
-                except AgentError as exc:
-                    return Outcome(ok=False, step=Step.VERIFY, error=exc.message, swap=swap)
+                await agents.run(ip, "verify", {"canary": canary, "expectVersion": v}, timeout=action.timeout)
                 metrics = await agents.server_metrics(ip) if action.sample_metrics else None
-                return Outcome(ok=True, step=Step.VERIFY, metrics=metrics, swap=swap)
+                return Outcome(ok=True, step=step, metrics=metrics)
             return await self._soak(action)
         except AgentError as exc:
             return Outcome(ok=False, step=step, error=exc.message)

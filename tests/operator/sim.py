@@ -12,9 +12,10 @@ import datetime
 import hashlib
 from typing import Any
 
+from hotswap_operator.actions import Action, EventSpec, Kind, Outcome
 from hotswap_operator.models import Phase, RerankerModelSpec, RerankerModelStatus, Step, VersionRef
 from hotswap_operator.observed import AgentStatus, PodView
-from hotswap_operator.planner import Action, EventSpec, Kind, Outcome, Plan, PlanInput, plan
+from hotswap_operator.planner import Plan, PlanInput, plan
 from hotswap_operator.progress import record
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
@@ -105,7 +106,10 @@ class Sim:
         self.events.extend(p.events)
         if p.boot is not None:
             self.boot = p.boot
+        failed: set[str] = set()
         for action in p.actions:
+            if action.pod in failed:
+                continue  # a failure ends that pod's chain (as the operator runs them)
             self.actions.append(action)
             outcome = self.apply(action)
             if self.crash_after is not None:
@@ -117,6 +121,8 @@ class Sim:
                 self.status, self.spec, action, outcome, self.now, failed_pod_retry=5.0
             )
             self.events.extend(events)
+            if not outcome.ok:
+                failed.add(action.pod)
         self.now += datetime.timedelta(seconds=max(p.requeue_after, 0.1) if not p.actions else 0.1)
         return p
 
@@ -158,12 +164,7 @@ class Sim:
             pod.previous, pod.active = pod.active, v
             self.clock += 1
             pod.activations.append((v, self.clock))
-            swap = {"mode": "inplace", "pauseMs": 3}
-            if not action.then_verify:
-                return Outcome(ok=True, step=action.step, swap=swap)
-            if err := fail(Step.VERIFY):
-                return Outcome(ok=False, step=Step.VERIFY, error=err, swap=swap)
-            return Outcome(ok=True, step=Step.VERIFY, metrics=(100.0, 0.0), swap=swap)
+            return Outcome(ok=True, step=action.step, swap={"mode": "inplace", "pauseMs": 3})
         if action.kind is Kind.VERIFY:
             assert pod.active == v, "verify of a version that is not active"
             if err := fail(Step.VERIFY):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime
 
 from hotswap_operator import conditions as cond
+from hotswap_operator.actions import Kind
 from hotswap_operator.models import HistoryResult, Phase, PodState, Step
-from hotswap_operator.planner import Kind
 
 from .sim import Sim, boot_ref, digest_of, fleet, make_spec
 
@@ -47,7 +47,10 @@ def test_rollout_v1_to_v2_prefetches_then_moves_one_pod_at_a_time() -> None:
     assert max(prepares) < min(activates), "every pod is prefetched before the first swap"
     assert activation_order(sim, "v2") == ["pod-1", "pod-2", "pod-3"]
     # Each swap is verified in the same step, and pod k is verified before pod k+1 swaps.
-    assert all(a.then_verify for a in sim.actions if a.kind is Kind.ACTIVATE)
+    swaps = [i for i, a in enumerate(sim.actions) if a.kind is Kind.ACTIVATE]
+    assert all(
+        sim.actions[i + 1].kind is Kind.VERIFY and sim.actions[i + 1].pod == sim.actions[i].pod for i in swaps
+    )
     log = [(e.reason, e.message.split()[1]) for e in sim.events if e.reason in ("Activated", "Verified")]
     assert log == [(r, f"pod-{k}") for k in (1, 2, 3) for r in ("Activated", "Verified")]
     assert all(len(p.activations) == 1 for p in sim.pods.values()), "no pod swapped twice"
