@@ -42,6 +42,51 @@ name inline: the operator, the NetworkPolicy and the RerankerModel selector must
 {{- include "hotswap.childName" (dict "ctx" . "suffix" "reranker") }}
 {{- end }}
 
+{{/* The reranker pods' ServiceAccount: the chart's, or one you manage (serviceAccount.create=false). */}}
+{{- define "hotswap.reranker.serviceAccountName" -}}
+{{- $sa := .Values.reranker.serviceAccount }}
+{{- if $sa.create }}
+{{- default (include "hotswap.reranker.name" .) $sa.name }}
+{{- else }}
+{{- required "reranker.serviceAccount.name is required when reranker.serviceAccount.create is false" $sa.name }}
+{{- end }}
+{{- end }}
+
+{{/* The pre-delete hook's objects (ServiceAccount, Role, RoleBinding, Job). */}}
+{{- define "hotswap.uninstall.name" -}}
+{{- include "hotswap.childName" (dict "ctx" . "suffix" "uninstall") }}
+{{- end }}
+
+{{/*
+Prometheus job labels the ServiceMonitor and PodMonitor set, and the selectors the alerts and the
+dashboard use: this release's servers and agents only.
+*/}}
+{{- define "hotswap.metrics.serverJob" -}}
+{{- include "hotswap.childName" (dict "ctx" . "suffix" "server") }}
+{{- end }}
+
+{{- define "hotswap.metrics.agentJob" -}}
+{{- include "hotswap.childName" (dict "ctx" . "suffix" "agent") }}
+{{- end }}
+
+{{- define "hotswap.metrics.serverSelector" -}}
+{{- printf "namespace=%q,job=%q" .Release.Namespace (include "hotswap.metrics.serverJob" .) }}
+{{- end }}
+
+{{- define "hotswap.metrics.agentSelector" -}}
+{{- printf "namespace=%q,job=%q" .Release.Namespace (include "hotswap.metrics.agentJob" .) }}
+{{- end }}
+
+{{/* The routes that score (docs/api.md): errors and latency are measured on these only. */}}
+{{- define "hotswap.metrics.rerankRoutes" -}}
+/rerank|/v1/rerank|/v2/rerank
+{{- end }}
+
+{{/* The RerankerModel selector of kube-state-metrics' custom resource state series. */}}
+{{- define "hotswap.metrics.modelSelector" -}}
+{{- printf "namespace=%q,name=%q" .Release.Namespace (include "hotswap.model.name" .) }}
+{{- end }}
+
 {{/* The data-plane Service: the short name clients use. */}}
 {{- define "hotswap.service.name" -}}
 {{- include "hotswap.fullname" . }}
@@ -221,6 +266,9 @@ The operator's RBAC rules, shared by the Role and the ClusterRole. Each rule say
 - --verbose
 {{- else if eq .Values.operator.logLevel "debug" }}
 - --debug
+{{- end }}
+{{- if eq .Values.operator.logFormat "json" }}
+- --log-format=json
 {{- end }}
 {{- range .Values.operator.extraArgs }}
 - {{ . | quote }}
