@@ -4,14 +4,17 @@
     hotswap-operator --standalone --namespace=rerankers --verbose
 
 It calls kopf's click command in-process (the same code path as the ``kopf run`` executable), so
-every ``kopf run`` option works and the operator's settings come from ``HOTSWAP_OPERATOR_*``
-variables (see ``config.py``).
+every ``kopf run`` option works. The operator's own settings are ``HOTSWAP_OPERATOR_*`` variables
+(``config.py``): ``--help`` lists them with their defaults before kopf's options, and a bad value
+stops the process with status 2 before kopf starts, naming the variable.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+
+from .config import Config, ConfigError, variables_help
 
 HANDLERS = "hotswap_operator.handlers"
 
@@ -20,12 +23,21 @@ def kopf_args(argv: Sequence[str]) -> list[str]:
     return ["run", "-m", HANDLERS, *argv]
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int | None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in args or "-h" in args:
+        print(variables_help() + "\n")
+    else:
+        try:
+            Config.from_env()
+        except ConfigError as exc:
+            print(f"hotswap-operator: {exc}", file=sys.stderr)
+            return 2
     from kopf.cli import main as kopf_main
 
-    args = list(sys.argv[1:] if argv is None else argv)
     kopf_main(args=kopf_args(args), prog_name="hotswap-operator")
+    return None
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,14 +1,33 @@
-"""The server's one settings object, read from flags and ``HOTSWAP_*`` environment variables."""
+"""The server's one settings object, read from flags and ``HOTSWAP_*`` environment variables.
+
+The pattern (and :class:`SettingsError`) is shared with the agent and the operator:
+:mod:`hotswap_contract.settings`. Each default is the default of its ``Settings`` field, written
+once; ``--help`` shows it with the variable.
+"""
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from hotswap_contract.settings import (
+    Option,
+    SettingsError,
+    add_options,
+    at_least,
+    choice,
+    integer,
+    number,
+    port,
+    resolve,
+)
+
+__all__ = ["OPTIONS", "Settings", "SettingsError", "parse_settings", "read_token", "validate"]
 
 SwapMode = Literal["inplace", "double", "auto"]
 DeviceName = Literal["auto", "cpu", "cuda"]
@@ -17,10 +36,6 @@ DtypeName = Literal["auto", "float32", "float16", "bfloat16"]
 SWAP_MODES: tuple[SwapMode, ...] = ("inplace", "double", "auto")
 DEVICES: tuple[DeviceName, ...] = ("auto", "cpu", "cuda")
 DTYPES: tuple[DtypeName, ...] = ("auto", "float32", "float16", "bfloat16")
-
-
-class SettingsError(ValueError):
-    """A flag or environment variable has a bad value; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -51,83 +66,84 @@ class Settings:
         return self.admin_port > 0
 
 
-# (flag, field, type, help). The environment variable is HOTSWAP_<FIELD upper-cased>.
-_OPTIONS: list[tuple[str, str, type, str]] = [
-    (
-        "--model",
-        "model",
-        Path,
-        "model folder to serve at start (optional: without it the server starts empty)",
+def _log_level(raw: str) -> str:
+    level = raw.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError(f"not a log level: {raw!r}")
+    return level
+
+
+def _option(flag: str, field: str, text: str, parse: Callable[[str], Any] = str, **kw: Any) -> Option:
+    """The variable is ``HOTSWAP_`` and the flag's name: ``--drain-timeout``: ``HOTSWAP_DRAIN_TIMEOUT``."""
+    env = "HOTSWAP_" + flag.removeprefix("--").upper().replace("-", "_")
+    return Option(field, flag, env, text, parse, **kw)
+
+
+# Order is the order of --help; defaults are the Settings fields above.
+OPTIONS: tuple[Option, ...] = (
+    _option("--model", "model", "model folder to serve at start (without it the server starts empty)", Path),
+    _option("--version", "version", "version id of --model", default_help="the folder name"),
+    _option(
+        "--model-id", "model_id", "model name in /info and Cohere responses", default_help="the folder name"
     ),
-    ("--version", "version", str, "version id of --model (default: the folder name)"),
-    ("--model-id", "model_id", str, "model name reported in /info and Cohere responses"),
-    ("--host", "host", str, "data plane address"),
-    ("--port", "port", int, "data plane port"),
-    ("--admin-host", "admin_host", str, "admin plane address (loopback only)"),
-    ("--admin-port", "admin_port", int, "admin plane port (0 disables it)"),
-    ("--admin-token-file", "admin_token_file", Path, "file holding the admin bearer token"),
-    ("--models-root", "models_root", Path, "folder that every preloaded path must lie inside"),
-    ("--swap-mode", "swap_mode", str, "inplace | double | auto"),
-    ("--device", "device", str, "auto | cpu | cuda"),
-    ("--dtype", "dtype", str, "auto | float32 | float16 | bfloat16 (auto: float16 on CUDA)"),
-    ("--max-batch-size", "max_batch_size", int, "pairs per model forward"),
-    ("--max-documents", "max_documents", int, "documents per request (413 above)"),
-    ("--max-body-bytes", "max_body_bytes", int, "request body size (413 above)"),
-    ("--max-queue-pairs", "max_queue_pairs", int, "pairs waiting to be scored (429 above)"),
-    ("--max-input-length", "max_input_length", int, "token limit per pair (default: the model's)"),
-    ("--drain-timeout", "drain_timeout_s", float, "seconds to finish queued work on SIGTERM"),
-    ("--torch-threads", "torch_threads", int, "torch intra-op threads (default: torch's choice)"),
-    ("--log-level", "log_level", str, "logging level"),
-]
+    _option("--host", "host", "data plane address"),
+    _option("--port", "port", "data plane port", port()),
+    _option("--admin-host", "admin_host", "admin plane address (loopback only)"),
+    _option("--admin-port", "admin_port", "admin plane port (0 disables it)", port()),
+    _option(
+        "--admin-token-file",
+        "admin_token_file",
+        "file holding the admin bearer token",
+        Path,
+        default_help="none (required while the admin plane is on)",
+    ),
+    _option("--models-root", "models_root", "folder that every preloaded path must lie inside", Path),
+    _option("--swap-mode", "swap_mode", "inplace | double | auto", choice(SWAP_MODES)),
+    _option("--device", "device", "auto | cpu | cuda", choice(DEVICES)),
+    _option(
+        "--dtype", "dtype", "auto | float32 | float16 | bfloat16 (auto: float16 on CUDA)", choice(DTYPES)
+    ),
+    _option("--max-batch-size", "max_batch_size", "pairs per model forward", at_least(1)),
+    _option("--max-documents", "max_documents", "documents per request (413 above)", at_least(1)),
+    _option("--max-body-bytes", "max_body_bytes", "request body size in bytes (413 above)", at_least(1)),
+    _option("--max-queue-pairs", "max_queue_pairs", "pairs waiting to be scored (429 above)", at_least(1)),
+    _option(
+        "--max-input-length",
+        "max_input_length",
+        "token limit per pair",
+        at_least(8),
+        default_help="the model's",
+    ),
+    _option("--drain-timeout", "drain_timeout_s", "seconds to finish queued work on SIGTERM", number),
+    _option(
+        "--torch-threads", "torch_threads", "torch intra-op threads", integer, default_help="torch's choice"
+    ),
+    _option("--log-level", "log_level", "DEBUG, INFO, WARNING, ERROR or CRITICAL", _log_level),
+)
+_NAMES = {o.field: o.names for o in OPTIONS}
 
 
-def _env_name(field: str) -> str:
-    return "HOTSWAP_" + field.upper().removesuffix("_S")
-
-
-def _convert(name: str, kind: type, raw: str) -> object:
-    try:
-        return kind(raw)
-    except (TypeError, ValueError):
-        raise SettingsError(f"{name}: expected {kind.__name__}, got {raw!r}") from None
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hotswap-server",
+        description="Hot-swappable reranker server",
+        epilog="Each flag also reads the HOTSWAP_* variable shown with it; a flag wins over it.",
+    )
+    add_options(parser, OPTIONS, Settings)
+    return parser
 
 
 def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Flags win over environment variables, which win over defaults. Errors name the bad input."""
     env = os.environ if env is None else env
-    parser = argparse.ArgumentParser(prog="hotswap-server", description="Hot-swappable reranker server")
-    for flag, field, _kind, help_text in _OPTIONS:
-        parser.add_argument(flag, dest=field, default=None, help=f"{help_text} [{_env_name(field)}]")
-    args = parser.parse_args(argv)
-    values: dict[str, object] = {}
-    for flag, field, kind, _help in _OPTIONS:
-        raw = getattr(args, field)
-        name = flag
-        if raw is None:
-            raw = env.get(_env_name(field))
-            name = _env_name(field)
-        if raw is None or raw == "":
-            continue
-        values[field] = _convert(name, kind, raw)
-    settings = Settings(**values)  # type: ignore[arg-type]
+    args = build_parser().parse_args(argv)
+    settings = Settings(**resolve(OPTIONS, args, env))
     validate(settings)
     return settings
 
 
 def validate(s: Settings) -> None:
-    if s.swap_mode not in SWAP_MODES:
-        raise SettingsError(
-            f"--swap-mode/HOTSWAP_SWAP_MODE: expected one of {SWAP_MODES}, got {s.swap_mode!r}"
-        )
-    if s.device not in DEVICES:
-        raise SettingsError(f"--device/HOTSWAP_DEVICE: expected one of {DEVICES}, got {s.device!r}")
-    if s.dtype not in DTYPES:
-        raise SettingsError(f"--dtype/HOTSWAP_DTYPE: expected one of {DTYPES}, got {s.dtype!r}")
-    for field in ("max_batch_size", "max_documents", "max_body_bytes", "max_queue_pairs"):
-        if getattr(s, field) < 1:
-            raise SettingsError(f"{field}: must be >= 1, got {getattr(s, field)}")
-    if s.max_input_length is not None and s.max_input_length < 8:
-        raise SettingsError(f"max_input_length: must be >= 8, got {s.max_input_length}")
+    """What no single value says alone (each value is checked by its option's parser)."""
     if s.admin_enabled:
         # The admin plane never leaves the pod: refuse anything but a loopback address.
         try:
@@ -135,15 +151,11 @@ def validate(s: Settings) -> None:
         except ValueError:
             loopback = s.admin_host == "localhost"
         if not loopback:
-            raise SettingsError(
-                f"--admin-host/HOTSWAP_ADMIN_HOST: must be a loopback address, got {s.admin_host!r}"
-            )
+            raise SettingsError(f"{_NAMES['admin_host']}: must be a loopback address, got {s.admin_host!r}")
         if s.admin_token_file is None:
-            raise SettingsError(
-                "--admin-token-file/HOTSWAP_ADMIN_TOKEN_FILE: required while the admin plane is on"
-            )
+            raise SettingsError(f"{_NAMES['admin_token_file']}: required while the admin plane is on")
     if s.model is not None and not s.model.is_dir():
-        raise SettingsError(f"--model/HOTSWAP_MODEL: not a folder: {s.model}")
+        raise SettingsError(f"{_NAMES['model']}: not a folder: {s.model}")
 
 
 def read_token(path: Path) -> str:

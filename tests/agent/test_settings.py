@@ -83,3 +83,19 @@ def test_cli_exits_2_on_bad_settings(
         monkeypatch.setenv(name, value)
     assert main(["--port", "nope"]) == 2
     assert "hotswap-agent: --port: not an integer" in capsys.readouterr().err
+
+
+def test_help_shows_every_flag_with_its_default_and_variable() -> None:
+    from hotswap_agent.settings import OPTIONS, build_parser
+
+    text = " ".join(build_parser().format_help().split())
+    for option in OPTIONS:
+        assert option.flag in text and option.env in text
+    for shown in (
+        "default: 9090; env HOTSWAP_AGENT_PORT",
+        "default: required; env HOTSWAP_AGENT_TOKEN_FILE",
+        "default: /models; env HOTSWAP_AGENT_MODELS_ROOT",
+        "default: 900.0; env HOTSWAP_AGENT_SERVER_TIMEOUT",
+        "default: $POD_NAME, else $HOSTNAME, else the host name",
+    ):
+        assert shown in text

@@ -122,6 +122,25 @@ def test_config_from_env_and_errors_name_the_variable(tmp_path: Path) -> None:
     )
 
 
+def test_operator_help_lists_its_variables_and_bad_ones_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hotswap_operator import cli
+    from hotswap_operator.config import OPTIONS
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert all(o.env in out for o in OPTIONS) and "(default: 9090)" in out and "--standalone" in out
+    monkeypatch.setenv("HOTSWAP_OPERATOR_POLL_SECONDS", "0")
+    assert cli.main(["--standalone"]) == 2
+    assert (
+        "hotswap-operator: HOTSWAP_OPERATOR_POLL_SECONDS: must be a positive number"
+        in capsys.readouterr().err
+    )
+
+
 def test_agent_status_is_read_leniently() -> None:
     st = AgentStatus.model_validate(
         {
