@@ -18,3 +18,9 @@ class WireModel(BaseModel):
     def wire(self) -> dict[str, Any]:
         """The JSON object as sent: camelCase keys, every field present (``null`` when unset)."""
         return self.model_dump(mode="json", by_alias=True)
+
+
+class RequestModel(WireModel):
+    """A request body: like :class:`WireModel`, but an unknown field is an error (a typo is not ignored)."""
+
+    model_config = ConfigDict(extra="forbid")

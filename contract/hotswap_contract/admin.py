@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ._base import WireModel
+from .versions import VersionId
 
 SwapMode = Literal["inplace", "double", "auto"]
 # What an activation did: the configured mode for a compatible version, a full replace for another
@@ -61,9 +62,54 @@ class SwapResult(WireModel):
 
 class PreloadRequest(WireModel):
     version: str
-    path: str | None = None  # absolute, or relative to the models root; default: the version's folder
+    path: str | None = None  # absolute, or relative to the models root; the server requires it
     digest: str | None = None  # when given, the folder's digest must equal it
 
 
 class VersionRequest(WireModel):
     version: str
+
+
+# --- scoring with a named version (verify before exposure, the quality gate) ------------------------
+# Bounds of one call, so it always ends in bounded time (the server also stops at a deadline).
+MAX_SCORE_CASES = 256
+MAX_SCORE_DOCUMENTS = 1000  # per case
+MAX_SCORE_PAIRS = 4096  # over all cases
+ScoredSlot = Literal["staged", "active", "previous"]
+
+
+class ScoreCase(WireModel):
+    query: str = Field(min_length=1)
+    documents: list[str] = Field(min_length=1, max_length=MAX_SCORE_DOCUMENTS)
+
+
+class ScoreRequest(WireModel):
+    """``POST /admin/v1/score``: score ``cases`` with ``version``, which the server holds staged,
+    active or previous. A staged or previous version is scored on its own copy, off the request queue;
+    the active one through the queue like any request."""
+
+    version: VersionId
+    cases: list[ScoreCase] = Field(min_length=1, max_length=MAX_SCORE_CASES)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> ScoreRequest:
+        pairs = sum(len(c.documents) for c in self.cases)
+        if pairs > MAX_SCORE_PAIRS:
+            raise ValueError(f"{pairs} (query, document) pairs; one call scores at most {MAX_SCORE_PAIRS}")
+        return self
+
+
+class CaseScores(WireModel):
+    # By document index: the data plane's default score (sigmoid of the logit for cross-encoders,
+    # cosine for bi-encoders), float32 precision.
+    scores: list[float]
+    tokens: int
+
+
+class ScoreResult(WireModel):
+    version: str
+    digest: str
+    slot: ScoredSlot
+    device: str  # where the forwards ran: "cpu", or "cuda:0" for a temporary device copy
+    duration_ms: float
+    cases: list[CaseScores]

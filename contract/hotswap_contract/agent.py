@@ -6,14 +6,16 @@ the truth about what each pod serves.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from ._base import WireModel
+from ._base import RequestModel, WireModel
 from .admin import AdminState
+from .ranking import Metric
+from .versions import VersionId
 
-OperationKind = Literal["stage", "preload", "activate", "verify", "rollback", "boot"]
+OperationKind = Literal["stage", "preload", "activate", "verify", "evaluate", "rollback", "boot"]
 OperationState = Literal["running", "succeeded", "failed"]
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 
@@ -71,7 +73,7 @@ class AgentStatus(WireModel):
     operation: Operation | None = None
     last_error: dict[str, Any] | None = None  # {message, type, at, operationId, kind, version}
     last_activation: dict[str, Any] | None = None  # {version, fromVersion, at, kind, mode, pauseMs, ...}
-    last_verify: dict[str, Any] | None = None  # {version, ok, at, operationId}
+    last_verify: dict[str, Any] | None = None  # {version, ok, at, operationId, target, errorType?}
     history: list[dict[str, Any]] = Field(default_factory=list)  # summaries of recent operations
     boot: dict[str, Any] = Field(default_factory=dict)  # {state, file, version, attempts, lastError, ...}
     server: ServerView | None = None
@@ -107,3 +109,84 @@ class AgentStatus(WireModel):
 
     def has_on_disk(self, version: str) -> bool:
         return any(e.version == version for e in self.on_disk)
+
+
+# --- requests of the control API (unknown fields are refused) ---------------------------------------
+MAX_CANARIES = 16
+MAX_CANARY_DOCUMENTS = 256
+MAX_TEXT = 20_000
+MAX_SET_CASES = 200
+MAX_SET_DOCUMENTS = 100  # per case
+
+
+class TextDocument(RequestModel):
+    text: str = Field(max_length=MAX_TEXT)
+
+
+class CanaryCase(RequestModel):
+    query: str = Field(min_length=1, max_length=MAX_TEXT)
+    documents: list[Annotated[str, Field(max_length=MAX_TEXT)] | TextDocument] = Field(
+        min_length=1, max_length=MAX_CANARY_DOCUMENTS
+    )
+    expect_top: int | None = Field(default=None, ge=0)  # the document index that must rank first
+
+
+class VerifyRequest(RequestModel):
+    """``POST /v1/verify``. ``staged: false`` (default): the canaries go through the data plane and
+    the reply must name ``expectVersion`` (default: the active version). ``staged: true``: the server
+    scores them with its staged version (``expectVersion``, default whatever is staged) through the
+    same tokenizer and scoring code, before that version serves anything."""
+
+    canary: list[CanaryCase] = Field(default_factory=list, max_length=MAX_CANARIES)
+    expect_version: VersionId | None = None
+    staged: bool = False
+
+
+class LabelledCase(RequestModel):
+    """One query of a labelled set: its documents and their graded relevance (same order)."""
+
+    query: str = Field(min_length=1, max_length=MAX_TEXT)
+    documents: list[Annotated[str, Field(max_length=MAX_TEXT)]] = Field(
+        min_length=1, max_length=MAX_SET_DOCUMENTS
+    )
+    relevance: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]]
+
+    @model_validator(mode="after")
+    def _aligned(self) -> LabelledCase:
+        if len(self.relevance) != len(self.documents):
+            raise ValueError(f"{len(self.relevance)} relevance grades for {len(self.documents)} documents")
+        if not any(r > 0 for r in self.relevance):
+            raise ValueError("a case needs at least one relevant document (relevance > 0)")
+        return self
+
+
+class EvaluateRequest(RequestModel):
+    """``POST /v1/evaluate``: score ``set`` with the staged ``version`` and with the active version,
+    compute ``metric`` at ``k`` for both (:mod:`hotswap_contract.ranking`). With ``floor`` and/or
+    ``maxDrop`` the agent also applies the gate: the operation fails with ``quality_failed``."""
+
+    version: VersionId
+    set: list[LabelledCase] = Field(min_length=1, max_length=MAX_SET_CASES)
+    metric: Metric = "ndcg"
+    k: int | None = Field(default=10, ge=1)
+    floor: float | None = Field(default=None, ge=0, le=1)
+    max_drop: float | None = Field(default=None, ge=0, le=1)
+
+
+class MetricScore(WireModel):
+    version: str
+    score: float  # the mean over the set's cases
+    per_case: list[float]
+
+
+class EvaluateResult(WireModel):
+    version: str
+    metric: Metric
+    k: int | None
+    candidate: MetricScore
+    baseline: MetricScore | None  # the active version; None when nothing is active
+    delta: float | None  # candidate - baseline
+    floor: float | None = None
+    max_drop: float | None = None
+    passed: bool  # True when no gate was given
+    problems: list[str] = Field(default_factory=list)

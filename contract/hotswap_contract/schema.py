@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .admin import AdminState, PreloadRequest, SwapResult, VersionRequest
-from .agent import AgentStatus, Operation
+from .admin import AdminState, PreloadRequest, ScoreRequest, ScoreResult, SwapResult, VersionRequest
+from .agent import AgentStatus, EvaluateRequest, EvaluateResult, Operation, VerifyRequest
 from .wire import ErrorBody
 
 REF = "#/components/schemas/{model}"
@@ -24,8 +24,10 @@ def components(*models: type[BaseModel]) -> dict[str, Any]:
 
 
 def admin_components() -> dict[str, Any]:
-    return components(AdminState, SwapResult, PreloadRequest, VersionRequest, ErrorBody)
+    return components(
+        AdminState, SwapResult, PreloadRequest, VersionRequest, ScoreRequest, ScoreResult, ErrorBody
+    )
 
 
 def agent_components() -> dict[str, Any]:
-    return components(AgentStatus, Operation, ErrorBody)
+    return components(AgentStatus, Operation, VerifyRequest, EvaluateRequest, EvaluateResult, ErrorBody)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, WithJsonSchema
 
 MAX_LENGTH = 63
 # Without anchors: callers use fullmatch. JSON Schema (OpenAPI, the CRD) needs the anchored form.
@@ -39,4 +39,8 @@ def check_version(value: Any) -> str:
 
 
 # A pydantic field type that applies the rule (and so appears with its pattern in generated schemas).
-VersionId = Annotated[str, AfterValidator(check_version)]
+VersionId = Annotated[
+    str,
+    AfterValidator(check_version),
+    WithJsonSchema({"type": "string", "pattern": SCHEMA_PATTERN, "maxLength": MAX_LENGTH}),
+]

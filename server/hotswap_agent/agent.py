@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import aiohttp
-from hotswap_contract.agent import AgentStatus
+from hotswap_contract.agent import AgentStatus, EvaluateRequest
 
 from hotswap_agent import __version__
 from hotswap_agent.bodies import StageRequest, VerifyRequest
@@ -24,7 +24,7 @@ from hotswap_agent.server_client import ServerClient, retry_busy
 from hotswap_agent.settings import Settings
 from hotswap_agent.sources import Sources
 from hotswap_agent.staging import Stager
-from hotswap_agent.verify import run_canaries
+from hotswap_agent.verify import run_canaries, run_evaluate, run_staged_canaries
 from hotswap_agent.volume import ModelsVolume, utcnow
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,11 @@ class Agent:
             "verify", req.expect_version, ("verify", req.key), lambda op: self.run_verify(op, req)
         )
 
+    async def request_evaluate(self, req: EvaluateRequest) -> tuple[Operation, bool]:
+        # Read-only too: each request is scored anew.
+        key = ("evaluate", req.model_dump_json())
+        return await self.ops.submit("evaluate", req.version, key, lambda op: self.run_evaluate(op, req))
+
     async def _is_active(self, op: Operation) -> bool:
         try:
             return version_of(await self.server_state(), "active") == op.version
@@ -269,18 +274,45 @@ class Agent:
     async def run_verify(self, op: Operation, req: VerifyRequest) -> dict[str, Any]:
         op.progress.step = "checking"
         state = await self.server_state()
-        expected = req.expect_version or version_of(state, "active")
+        target = "staged" if req.staged else "active"
+        expected = req.expect_version or version_of(state, target)
         op.version = expected
         if expected is None:
+            if req.staged:
+                raise NotStaged("the server has no staged version to verify: preload it first")
             raise VerifyFailed("the server has no active version to verify")
-        op.progress.step = "canaries"
+        op.progress.step = "canaries" if not req.staged else "canaries (staged)"
         try:
-            result = await run_canaries(self.client, req.canary, expected)
+            if req.staged:
+                deadline = max(self.settings.server_timeout_s, 1.0)
+                result = await run_staged_canaries(self.client, req.canary, expected, deadline)
+            else:
+                result = await run_canaries(self.client, req.canary, expected)
         except VerifyFailed as exc:
-            self.last_verify = {"version": expected, "ok": False, "at": utcnow(), "operationId": op.id}
+            self.last_verify = {
+                "version": expected, "ok": False, "at": utcnow(), "operationId": op.id, "target": target,
+                "errorType": exc.error_type,
+            }  # fmt: skip
             raise exc
-        self.last_verify = {"version": expected, "ok": True, "at": utcnow(), "operationId": op.id}
+        self.last_verify = {
+            "version": expected,
+            "ok": True,
+            "at": utcnow(),
+            "operationId": op.id,
+            "target": target,
+        }
         return result
+
+    async def run_evaluate(self, op: Operation, req: EvaluateRequest) -> dict[str, Any]:
+        op.progress.step = "checking"
+        state = await self.server_state()
+        held = {version_of(state, slot) for slot in ("staged", "active", "previous")}
+        if req.version not in held:
+            staged = version_of(state, "staged")
+            raise NotStaged(f"{req.version} is not loaded on the server (staged: {staged}): preload it first")
+        op.progress.step = "scoring"
+        deadline = max(self.settings.server_timeout_s, 1.0)
+        return await run_evaluate(self.client, req, version_of(state, "active"), deadline)
 
     # --- status ---------------------------------------------------------------------------------
     async def status(self) -> dict[str, Any]:

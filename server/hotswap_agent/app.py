@@ -17,9 +17,10 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from hotswap_agent.agent import Agent
-from hotswap_agent.bodies import parse_stage, parse_verify, parse_version
+from hotswap_agent.bodies import parse_evaluate, parse_stage, parse_verify, parse_version
 from hotswap_agent.boot import BootLoop
 from hotswap_agent.errors import AgentError, BadRequest, Unauthorized
 from hotswap_agent.metrics import CONTENT_TYPE
@@ -55,7 +56,12 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, exc.reason, exc.reason.lower().replace(" ", "_"))
+        response = error_response(exc.status, exc.reason, exc.reason.lower().replace(" ", "_"))
+        if "Allow" in exc.headers:  # a 405 says which methods the path has
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except (HttpProcessingError, web.RequestPayloadError):  # a body aiohttp cannot decode
+        return error_response(400, "body cannot be read", "bad_request")
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -70,7 +76,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     expected = request.app[SETTINGS].token.encode("utf-8")
     header = request.headers.get("Authorization", "")
     scheme, _, supplied = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(supplied.strip().encode("utf-8"), expected):
+    # Header bytes that are not UTF-8 reach us surrogate-escaped: encode them back the same way, so
+    # they compare (and fail) as bytes instead of raising.
+    given = supplied.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
         raise Unauthorized("missing or wrong bearer token")
     return await handler(request)
 
@@ -82,10 +91,46 @@ async def read_json(request: web.Request) -> Any:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise BadRequest(f"body larger than {MAX_BODY} bytes") from None
+    except HttpProcessingError as exc:
+        raise BadRequest(f"body cannot be read: {exc.message or type(exc).__name__}") from None
+    except web.RequestPayloadError:  # e.g. a Content-Encoding the body does not follow
+        raise BadRequest("body cannot be read: it does not follow its Content-Encoding") from None
     try:
-        return json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError):
+        data = json.loads(raw or b"null", parse_constant=_not_json)
+    except RecursionError:
+        raise BadRequest("body must be JSON: nested too deep") from None
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError, an integer over the digit limit, NaN
         raise BadRequest("body must be JSON") from None
+    if not _valid_unicode(data):
+        raise BadRequest("body holds a string with a lone UTF-16 surrogate: not valid Unicode")
+    return data
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _valid_unicode(value: Any) -> bool:
+    """Whether every string in ``value`` (keys included) can be encoded as UTF-8.
+
+    A JSON ``\\ud800`` escape parses to a lone surrogate that no file name, URL or header can hold;
+    the agent refuses it whole rather than fail later inside an operation.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
 
 
 def operation_response(op: Operation, started: bool) -> web.Response:
@@ -136,6 +181,11 @@ async def verify(request: web.Request) -> web.Response:
     return operation_response(*await request.app[AGENT].request_verify(req))
 
 
+async def evaluate(request: web.Request) -> web.Response:
+    req = parse_evaluate(await read_json(request))
+    return operation_response(*await request.app[AGENT].request_evaluate(req))
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
@@ -145,6 +195,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/preload", preload)
     app.router.add_post("/v1/activate", activate)
     app.router.add_post("/v1/verify", verify)
+    app.router.add_post("/v1/evaluate", evaluate)
     app.router.add_post("/v1/rollback", rollback)
 
 

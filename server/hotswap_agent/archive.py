@@ -17,14 +17,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from hotswap_agent.errors import AgentError, SourceInvalid, UnsafeArchive
+from hotswap_agent.errors import Cancelled, SourceInvalid, UnsafeArchive
 
 CHUNK = 1 << 20
 OnBytes = Callable[[int], None]
 
 
-class Cancelled(AgentError):
-    error_type = "cancelled"
+__all__ = [
+    "CHUNK",
+    "Cancelled",
+    "copy_stream",
+    "extract_tarball",
+    "remove_tree",
+    "safe_relpath",
+    "write_file",
+]
 
 
 def safe_relpath(name: str) -> str:

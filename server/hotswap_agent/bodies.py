@@ -8,6 +8,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from hotswap_contract.agent import EvaluateRequest
+from pydantic import ValidationError
+
 from hotswap_agent.errors import BadRequest
 from hotswap_agent.uris import SourceUri, parse_allowed_source
 from hotswap_agent.volume import validate_version
@@ -74,10 +77,13 @@ class Canary:
 class VerifyRequest:
     canary: tuple[Canary, ...]
     expect_version: str | None
+    staged: bool = False  # score with the server's staged version (admin score), not the data plane
 
     @property
     def key(self) -> str:
-        blob = json.dumps([c.to_json() for c in self.canary] + [self.expect_version], sort_keys=True)
+        blob = json.dumps(
+            [c.to_json() for c in self.canary] + [self.expect_version, self.staged], sort_keys=True
+        )
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -94,7 +100,7 @@ def _document(doc: Any, where: str) -> Any:
 
 
 def parse_verify(body: Any) -> VerifyRequest:
-    data = _object(body, {"canary", "expectVersion"})
+    data = _object(body, {"canary", "expectVersion", "staged"})
     raw = data.get("canary", [])
     if not isinstance(raw, list) or len(raw) > MAX_CANARIES:
         raise BadRequest(f"canary must be a list of at most {MAX_CANARIES} {{query, documents, expectTop?}}")
@@ -117,4 +123,24 @@ def parse_verify(body: Any) -> VerifyRequest:
             raise BadRequest(f"canary[{i}].expectTop must be an index into its documents")
         canaries.append(Canary(query, documents, top))
     expect = data.get("expectVersion")
-    return VerifyRequest(tuple(canaries), validate_version(expect) if expect is not None else None)
+    staged = data.get("staged", False)
+    if not isinstance(staged, bool):
+        raise BadRequest("staged must be true or false")
+    return VerifyRequest(
+        tuple(canaries), validate_version(expect) if expect is not None else None, staged=staged
+    )
+
+
+def parse_evaluate(body: Any) -> EvaluateRequest:
+    """``POST /v1/evaluate``: the contract's model; a bad version id is 422, anything else 400."""
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    validate_version(body.get("version"))
+    try:
+        return EvaluateRequest.model_validate(body)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors()[:5]:
+            loc = ".".join(str(p) for p in err.get("loc", ()))
+            parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
+        raise BadRequest("; ".join(parts)) from None

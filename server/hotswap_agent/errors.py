@@ -24,6 +24,12 @@ class AgentError(Exception):
         self.result = result
 
 
+class Cancelled(AgentError):
+    """The agent is shutting down (or the operation was cancelled): try again."""
+
+    error_type = "cancelled"
+
+
 class BadRequest(AgentError):
     status = 400
     error_type = "bad_request"
@@ -128,8 +134,24 @@ class NotStaged(AgentError):
 
 
 class VerifyFailed(AgentError):
+    """The pod does not serve what it should (nothing active, another version answers): a pod fault."""
+
     status = 422
     error_type = "verify_failed"
+
+
+class CanaryFailed(VerifyFailed):
+    """The version scored the canaries and failed them (not finite, wrong order, could not score):
+    the version's fault, never the pod's."""
+
+    error_type = "canary_failed"
+
+
+class QualityFailed(AgentError):
+    """The staged version ranks the labelled set below the floor, or drops too far below the active one."""
+
+    status = 422
+    error_type = "quality_failed"
 
 
 class BootFileError(AgentError):

@@ -17,7 +17,7 @@ _OPERATION = {"$ref": "#/components/schemas/Operation"}
 _STATUS = {"$ref": "#/components/schemas/AgentStatus"}
 
 
-def _op(summary: str, body: dict[str, Any]) -> dict[str, Any]:
+def _op(summary: str, body: dict[str, Any], result: str | None = None) -> dict[str, Any]:
     answer = {"application/json": {"schema": {"type": "object", "properties": {"operation": _OPERATION}}}}
     err = {"application/json": {"schema": _ERROR}}
     return {
@@ -29,12 +29,18 @@ def _op(summary: str, body: dict[str, Any]) -> dict[str, Any]:
                 "200": {"description": "This operation already succeeded and still holds", "content": answer},
                 "202": {"description": "Started, or this same operation is running", "content": answer},
                 "400": {"description": "Malformed body", "content": err},
-                "401": {"description": "Missing or wrong token", "content": err},
+                "401": {
+                    "description": "Missing or wrong token",
+                    "content": err,
+                    "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+                },
+                "413": {"description": "Body over the limit", "content": err},
                 "403": {"description": "Source outside the allow-list", "content": err},
                 "404": {"description": "Version not on disk", "content": err},
                 "409": {"description": "Another operation is running", "content": err},
                 "422": {"description": "Invalid version or source", "content": err},
             },
+            **({"description": f"The finished operation's `result` is a {result}."} if result else {}),
         }
     }
 
@@ -49,23 +55,6 @@ def _version_body(**extra: Any) -> dict[str, Any]:
 
 
 def openapi_document() -> dict[str, Any]:
-    canary = {
-        "type": "object",
-        "required": ["query", "documents"],
-        "properties": {
-            "query": {"type": "string"},
-            "documents": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 256},
-            "expectTop": {"type": "integer", "minimum": 0},
-        },
-    }
-    verify_body = {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "canary": {"type": "array", "items": canary, "maxItems": 16},
-            "expectVersion": _VERSION,
-        },
-    }
     plain = {"200": {"description": "OK"}}
     return {
         "openapi": "3.1.0",
@@ -91,7 +80,17 @@ def openapi_document() -> dict[str, Any]:
             ),
             "/v1/preload": _op("Have the server load and validate a staged version", _version_body()),
             "/v1/activate": _op("Have the server swap a preloaded version in", _version_body()),
-            "/v1/verify": _op("Score canaries through the data plane and check them", verify_body),
+            "/v1/verify": _op(
+                "Score canaries and check them: through the data plane (active), or with the server's "
+                "staged version through its admin score (`staged: true`, before activation)",
+                {"$ref": "#/components/schemas/VerifyRequest"},
+            ),
+            "/v1/evaluate": _op(
+                "Score a labelled set with a staged version and with the active one: nDCG@k or MRR of "
+                "both, and the quality gate when a floor or a maximum drop is given",
+                {"$ref": "#/components/schemas/EvaluateRequest"},
+                "EvaluateResult",
+            ),
             "/v1/rollback": _op("Go back to a version on disk", _version_body()),
             "/healthz": {"get": {"summary": "Process alive", "responses": plain}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": plain}},

@@ -57,8 +57,10 @@ def create_data_app(state: ServerState) -> web.Application:
 
 
 def create_admin_app(state: ServerState) -> web.Application:
+    # Score calls carry cases (a canary set, a labelled set): the data plane's body limit applies.
     app = web.Application(
-        middlewares=[error_middleware, views_admin.require_token], client_max_size=64 * 1024
+        middlewares=[error_middleware, views_admin.require_token],
+        client_max_size=max(64 * 1024, state.settings.max_body_bytes),
     )
     app[STATE] = state
     app.add_routes(views_admin.routes)

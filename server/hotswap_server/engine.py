@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from .errors import HotswapError, NotReady, Overloaded
+from .errors import BackendError, NotReady, Overloaded, TokenizerError
 from .metrics import ServerMetrics
 from .modelload import LoadedVersion
 from .scoring import Runner, runner_for
@@ -49,9 +49,9 @@ UNIFORM_WASTE = 0.15
 MIN_FILL = 0.875
 
 
-class BackendError(HotswapError):
-    status = 500
-    error_type = "Backend"
+# Exceptions that are not a forward's failure: they propagate. Anything else a forward raises fails
+# its requests, BaseException included: a Rust panic in the tokenizer is a BaseException.
+_CONTROL_FLOW = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
 _model_thread = threading.local()  # .engine: the engine whose CPU forward this thread runs
@@ -114,6 +114,7 @@ class Job:
     slot: Slot | None = None
     version: str = ""
     kind: str = ""
+    finished: bool = False
 
 
 def _pair_length(pair: tuple[Job, int]) -> int:
@@ -352,6 +353,7 @@ class Engine:
         return pool[start : start + self.max_batch_size]
 
     def _finish(self, job: Job, error: BaseException | None = None) -> None:
+        job.finished = True
         self._jobs.remove(job)
         if job.pending:
             self._waiting_pairs -= len(job.pending)
@@ -396,33 +398,87 @@ class Engine:
             for task in running:
                 task.cancel()
 
-    async def _forward(self, slot: Slot, batch: list[tuple[Job, int]]) -> None:
-        runner = slot.runner
-        queries = [job.query for job, _ in batch]
-        docs = [job.docs[i] for job, i in batch]
-        self.metrics.batch_size.observe(len(batch))
-        forward = partial(runner.score, queries, docs)
+    async def _score_pairs(self, slot: Slot, pairs: list[tuple[Job, int]]) -> tuple[np.ndarray, np.ndarray]:
+        forward = partial(
+            slot.runner.score, [job.query for job, _ in pairs], [job.docs[i] for job, i in pairs]
+        )
         if slot.on_cpu:
             forward = partial(self._cpu_forward, forward)
+        return await self.on_model_thread(forward)
+
+    async def _isolate(
+        self, slot: Slot, batch: list[tuple[Job, int]], error: BaseException
+    ) -> list[tuple[list[tuple[Job, int]], np.ndarray, np.ndarray]]:
+        """A batch failed: score each of its requests alone, so only the one that cannot be scored fails.
+
+        A request that fails alone while another of the batch succeeds is answered 422 ``Tokenizer``
+        (its input); when every request fails alone, each gets 500 ``Backend`` (the model or the
+        device). The reruns are bounded by the batch: at most one forward per request in it.
+        """
+        by_job: dict[int, list[tuple[Job, int]]] = {}
+        for job, i in batch:
+            by_job.setdefault(id(job), []).append((job, i))
+        groups = list(by_job.values())
+        scored: list[tuple[list[tuple[Job, int]], np.ndarray, np.ndarray]] = []
+        failures: list[tuple[list[tuple[Job, int]], BaseException]] = []
+        if len(groups) == 1:
+            failures.append((groups[0], error))
+        else:
+            log.warning(
+                "a batch of %d requests failed (%s): scoring each alone", len(groups), type(error).__name__
+            )
+            for pairs in groups:
+                if pairs[0][0].finished:
+                    continue
+                try:
+                    raw, tokens = await self._score_pairs(slot, pairs)
+                except _CONTROL_FLOW:
+                    raise
+                except BaseException as exc:
+                    failures.append((pairs, exc))
+                else:
+                    scored.append((pairs, raw, tokens))
+        for pairs, cause in failures:
+            job = pairs[0][0]
+            log.error(
+                "model forward failed for a request of %d pairs: %s: %s",
+                len(pairs),
+                type(cause).__name__,
+                cause,
+            )
+            if scored and not isinstance(cause, RuntimeError):
+                err: BackendError | TokenizerError = TokenizerError(
+                    f"this input cannot be scored: {type(cause).__name__}; other requests in its batch were"
+                )
+            else:
+                err = BackendError(f"model forward failed: {type(cause).__name__}")
+            if not job.finished:
+                self._finish(job, err)
+        return scored
+
+    async def _forward(self, slot: Slot, batch: list[tuple[Job, int]]) -> None:
+        self.metrics.batch_size.observe(len(batch))
         self._set_running(+1)
         try:
-            raw, tokens = await self.on_model_thread(forward)
-        except Exception as e:
-            log.exception("model forward failed for a batch of %d pairs", len(batch))
-            for job in {id(j): j for j, _ in batch}.values():
-                if job in self._jobs:
-                    self._finish(job, BackendError(f"model forward failed: {type(e).__name__}"))
-            self._changed.set()
-            return
+            try:
+                raw, tokens = await self._score_pairs(slot, batch)
+                parts = [(batch, raw, tokens)]
+            except _CONTROL_FLOW:
+                raise
+            except BaseException as e:
+                parts = await self._isolate(slot, batch, e)
         finally:
             self._set_running(-1)
-        self.metrics.pairs.labels(slot.loaded.version).inc(len(batch))
-        for (job, i), value, count in zip(batch, raw, tokens, strict=True):
-            job.scores[i] = value
-            job.tokens[i] = count
-            job.remaining -= 1
-            if job.remaining == 0:
-                self._finish(job)
+        for pairs, raw, tokens in parts:
+            self.metrics.pairs.labels(slot.loaded.version).inc(len(pairs))
+            for (job, i), value, count in zip(pairs, raw, tokens, strict=True):
+                if job.finished:
+                    continue
+                job.scores[i] = value
+                job.tokens[i] = count
+                job.remaining -= 1
+                if job.remaining == 0:
+                    self._finish(job)
         # Drop jobs whose client went away before they were pinned.
         for job in [j for j in self._jobs if j.future.cancelled()]:
             self._finish(job)

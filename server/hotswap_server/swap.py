@@ -8,24 +8,45 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
+from hotswap_contract.admin import ScoredSlot
+from hotswap_contract.digest import DigestError
 from hotswap_contract.versions import InvalidVersion, check_version
 
 from .devices import Placement, device_free_bytes, memory_figures
 from .engine import Engine, Slot
-from .errors import Busy, Forbidden, NoPrevious, NotFound, NotStaged, ValidationError, VersionConflict
+from .errors import (
+    Busy,
+    Forbidden,
+    HotswapError,
+    InvalidModel,
+    NoPrevious,
+    NotFound,
+    NotStaged,
+    PayloadTooLarge,
+    ScoreFailed,
+    ScoreTimeout,
+    ValidationError,
+    VersionConflict,
+)
 from .metrics import ServerMetrics
 from .modelload import LoadedVersion, load_version
+from .scoring import query_overhead, runner_for, to_relevance
 from .settings import Settings
+from .wire import f32
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +55,61 @@ log = logging.getLogger(__name__)
 SWAP_CHUNK_ELEMENTS = 1024 * 1024
 # "auto" loads beside the old model only when the device keeps this much headroom after it.
 DOUBLE_HEADROOM = 1.2
+# The time bound of an admin score call on a staged or previous copy (checked between batches).
+SCORE_TIMEOUT_S = 120.0
 
 SwapKind = Literal["inplace", "double", "replace"]
+
+
+# Longer than any path a models root needs (Linux's PATH_MAX is 4096 bytes).
+MAX_PATH_CHARS = 4096
+# What a model folder's content can make the loader raise (a link the digest refuses, a JSON file of
+# the wrong shape, a config nested too deep): the folder's fault, so a 422 with the reason, not a 500.
+_FOLDER_FAULTS = (
+    DigestError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    KeyError,
+    IndexError,
+    RecursionError,
+    OSError,
+)
+
+
+def _load_checked(version: str, folder: Path, dtype: torch.dtype, **kwargs: Any) -> LoadedVersion:
+    try:
+        return load_version(version, folder, dtype, **kwargs)
+    except HotswapError:
+        raise
+    except _FOLDER_FAULTS as e:
+        log.warning("refused %s from %s: %s: %s", version, folder, type(e).__name__, e)
+        reason = str(e)[:300] or type(e).__name__
+        raise InvalidModel(f"the model folder cannot be loaded: {type(e).__name__}: {reason}") from None
+
+
+def device_copy(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """A copy of ``module`` whose tensors live on ``device``; ``module`` itself is left as it is.
+
+    ``deepcopy`` with every parameter and buffer already in its memo copies the structure only:
+    each tensor is copied once, straight to the device (tied weights stay tied).
+    """
+    memo: dict[int, Any] = {}
+    with torch.no_grad():
+        for p in module.parameters():
+            memo[id(p)] = torch.nn.Parameter(p.detach().to(device), requires_grad=False)
+        for b in module.buffers():
+            memo[id(b)] = b.detach().to(device)
+    return copy.deepcopy(module, memo)
+
+
+def check_query(loaded: LoadedVersion, query: str) -> None:
+    """The data plane's rule: pairs are truncated on the document side, so a query must leave room."""
+    overhead = query_overhead(loaded, query)
+    if overhead >= loaded.max_length:
+        raise PayloadTooLarge(
+            f"query is {overhead} tokens with the special tokens; the model's limit per pair is {loaded.max_length}"
+        )
 
 
 def validate_version(version: object) -> str:
@@ -115,15 +189,28 @@ class SwapManager:
     def resolve_path(self, raw: object) -> Path:
         if not isinstance(raw, str) or not raw:
             raise ValidationError("path must be a non-empty string")
+        if len(raw) > MAX_PATH_CHARS:
+            raise ValidationError(f"path is longer than {MAX_PATH_CHARS} characters")
+        if "\x00" in raw:
+            raise ValidationError("path must not contain NUL")
+        try:
+            raw.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError("path is not valid Unicode (a lone surrogate)") from None
         root = self.models_root.resolve()
         candidate = Path(raw) if Path(raw).is_absolute() else root / raw
+        inside = candidate.absolute().is_relative_to(root)
         try:
             resolved = candidate.resolve(strict=True)
-        except (FileNotFoundError, RuntimeError):
+        except (FileNotFoundError, NotADirectoryError, RuntimeError):
             # Say "outside" before "missing" so the reply does not probe paths outside the root.
-            if not candidate.absolute().is_relative_to(root):
+            if not inside:
                 raise Forbidden(f"path must lie inside the models root {root}") from None
             raise NotFound(f"no model folder at {raw}") from None
+        except OSError as e:  # a name too long, a loop of links, no permission
+            if not inside:
+                raise Forbidden(f"path must lie inside the models root {root}") from None
+            raise ValidationError(f"path cannot be used: {e.strerror or type(e).__name__}") from None
         if not resolved.is_relative_to(root):
             raise Forbidden(f"path must lie inside the models root {root} (after resolving links)")
         if not resolved.is_dir():
@@ -162,7 +249,7 @@ class SwapManager:
         loop = asyncio.get_running_loop()
         loaded = await loop.run_in_executor(
             self._loader,
-            lambda: load_version(
+            lambda: _load_checked(
                 version,
                 path,
                 self.placement.dtype,
@@ -219,6 +306,80 @@ class SwapManager:
             raise
         self.previous = outgoing
         return self._record_swap(outgoing, mode, pause)
+
+    async def run_exclusive(self, name: str, fn: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        """Run ``fn`` as the one control operation (409 ``operation_in_progress`` while another runs)."""
+        return await self._exclusive_op(name, fn)
+
+    def held(self, version: str) -> tuple[ScoredSlot, LoadedVersion] | None:
+        """The slot that holds ``version`` and its copy, or None."""
+        for name, loaded in (("active", self.active), ("staged", self.staged), ("previous", self.previous)):
+            if loaded is not None and loaded.version == version:
+                return name, loaded  # type: ignore[return-value]
+        return None
+
+    async def score_copy(self, loaded: LoadedVersion, cases: list[tuple[str, list[str]]]) -> dict[str, Any]:
+        """Score ``cases`` with a staged or previous version's own copy, in the loading thread.
+
+        The live model and the request queue are never touched: on CPU the forwards run on the host
+        copy with one intra-op thread (live forwards keep the rest); on CUDA on a temporary device
+        copy when the device has room for it beside the live model (the same headroom rule as a
+        double swap), else on the pinned host copy. Batches of ``max_batch_size`` pairs; the call
+        stops with 504 ``score_timeout`` when ``score_timeout_s`` is over, checked between batches.
+        """
+        deadline = time.monotonic() + SCORE_TIMEOUT_S
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._loader, partial(self._score_copy_sync, loaded, cases, deadline)
+        )
+
+    def _score_copy_sync(
+        self, loaded: LoadedVersion, cases: list[tuple[str, list[str]]], deadline: float
+    ) -> dict[str, Any]:
+        started = time.perf_counter()
+        target: LoadedVersion | None = loaded
+        device = "cpu"
+        if self.placement.is_cuda and device_free_bytes(self.placement) > loaded.nbytes * DOUBLE_HEADROOM:
+            target = replace(loaded, module=device_copy(loaded.module, self.placement.device))
+            device = str(self.placement.device)
+        assert target is not None
+        threads = torch.get_num_threads()
+        if device == "cpu":
+            torch.set_num_threads(1)
+        runner: Any = None
+        try:
+            runner = runner_for(target)
+            out = []
+            for query, docs in cases:
+                check_query(loaded, query)
+                raw = np.empty(len(docs), dtype=np.float32)
+                tokens = 0
+                for start in range(0, len(docs), self.settings.max_batch_size):
+                    if time.monotonic() > deadline:
+                        raise ScoreTimeout(f"scoring took longer than {SCORE_TIMEOUT_S:g}s; send fewer cases")
+                    chunk = docs[start : start + self.settings.max_batch_size]
+                    try:
+                        values, counts = runner.score([query] * len(chunk), chunk)
+                    except Exception as e:
+                        log.warning("scoring with %s failed: %s: %s", loaded.version, type(e).__name__, e)
+                        raise ScoreFailed(
+                            f"version {loaded.version} failed to score: {type(e).__name__}: {str(e)[:200]}"
+                        ) from None
+                    raw[start : start + len(chunk)] = values
+                    tokens += int(counts.sum())
+                relevance = to_relevance(raw, loaded.kind)
+                out.append({"scores": [f32(v) for v in relevance], "tokens": tokens})
+        finally:
+            if device == "cpu":
+                torch.set_num_threads(threads)
+            if target is not loaded:
+                runner = target = None  # drop the device copy before giving its memory back
+                torch.cuda.empty_cache()
+        return {
+            "cases": out,
+            "device": device,
+            "durationMs": round((time.perf_counter() - started) * 1000, 3),
+        }
 
     async def discard(self) -> dict[str, Any]:
         async def _discard() -> dict[str, Any]:

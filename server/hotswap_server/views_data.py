@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any, TypeVar
@@ -14,7 +13,7 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from .engine import Scored
-from .errors import MalformedRequest, NotReady, PayloadTooLarge, ValidationError
+from .errors import NotReady, PayloadTooLarge, ValidationError, parse_json, read_body
 from .openapi import openapi_document
 from .scoring import clip_documents, query_overhead, to_relevance, token_lengths
 from .state import STATE, ServerState
@@ -25,11 +24,7 @@ routes = web.RouteTableDef()
 
 
 async def parse_body(request: web.Request, model: type[M]) -> M:
-    raw = await request.read()  # over client_max_size: aiohttp raises 413, mapped by the middleware
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MalformedRequest(f"body is not valid JSON: {e}") from None
+    data = parse_json(await read_body(request))
     if not isinstance(data, dict):
         raise ValidationError("body must be a JSON object")
     try:

@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """``text`` with every lone UTF-16 surrogate replaced by U+FFFD.
+
+    JSON's ``\\ud800`` escapes can name half of a surrogate pair; Python keeps such a string,
+    but no UTF-8 codec (the tokenizer's included) accepts it. A valid pair is already one code
+    point after parsing, so every surrogate left is lone. The replacement is what a UTF-8 decoder
+    does with bytes it cannot read: the text is scored, not refused.
+    """
+    if text.isascii():
+        return text
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
+# Every text that reaches a tokenizer (queries, documents) is cleaned on the way in.
+Text = Annotated[StrictStr, AfterValidator(clean_text)]
 
 
 class _Request(BaseModel):
@@ -14,8 +34,8 @@ class _Request(BaseModel):
 
 
 class TeiRerankRequest(_Request):
-    query: StrictStr
-    texts: list[StrictStr]
+    query: Text
+    texts: list[Text]
     truncate: StrictBool | None = None
     truncation_direction: Literal["Right", "Left", "right", "left"] = "Right"
     raw_scores: StrictBool = False
@@ -23,13 +43,13 @@ class TeiRerankRequest(_Request):
 
 
 class DocumentObject(_Request):
-    text: StrictStr
+    text: Text
 
 
 class CohereRerankRequest(_Request):
-    model: StrictStr | None = None
-    query: StrictStr
-    documents: list[StrictStr | DocumentObject]
+    model: Text | None = None
+    query: Text
+    documents: list[Text | DocumentObject]
     top_n: Annotated[StrictInt, Field(ge=1)] | None = None
     return_documents: StrictBool | None = None
     max_tokens_per_doc: Annotated[StrictInt, Field(ge=1)] | None = None

@@ -8,6 +8,7 @@ from hotswap_agent.app import create_app as create_agent_app
 from hotswap_agent.openapi import openapi_document as agent_document
 from hotswap_agent.settings import load_settings as load_agent_settings
 from hotswap_server.app import create_admin_app, create_data_app, create_state
+from hotswap_server.openapi import admin_openapi_document
 from hotswap_server.openapi import openapi_document as server_document
 from hotswap_server.settings import Settings
 from openapi_spec_validator import validate
@@ -29,10 +30,12 @@ def test_server_document_is_valid_and_complete(tmp_path: Path) -> None:
     token = tmp_path / "t"
     token.write_text("0123456789abcdef0123")
     state = create_state(Settings(admin_token_file=token, models_root=tmp_path))
-    served = _routes(create_data_app(state)) | _routes(create_admin_app(state))
     doc = server_document()
     validate(doc)
-    assert _documented(doc) == served
+    assert _documented(doc) == _routes(create_data_app(state))
+    admin = admin_openapi_document()
+    validate(admin)
+    assert _documented(admin) == _routes(create_admin_app(state))
 
 
 def test_agent_document_is_valid_and_complete(tmp_path: Path) -> None:
