@@ -21,7 +21,15 @@ VALUE_SETS: dict[str, Path | None] = {
     "default": None,
     "gpu-pvc-canary": VALUES_DIR / "gpu-pvc-canary.yaml",
     "cluster-ephemeral": VALUES_DIR / "cluster-ephemeral.yaml",
+    "platform": VALUES_DIR / "platform.yaml",
 }
+
+# Kinds without a built-in schema: the RerankerModel (checked against its CRD in test_helm_crd.py)
+# and the Prometheus Operator's (checked for what they must say in test_helm_platform.py).
+CUSTOM_KINDS = {"RerankerModel", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
+
+# Helm hook objects: `helm template` renders them, `helm install` creates them only at their hook.
+HOOK_ANNOTATION = "helm.sh/hook"
 
 # Oldest supported (Chart.yaml kubeVersion), a middle one, and the newest kubectl/helm speak.
 KUBERNETES_VERSIONS = ("1.28.0", "1.31.0", "1.35.0")

@@ -2,7 +2,8 @@
 
 The in-process call (``kubernetes_validate.validate(..., strict=True)``) is exactly what the
 ``kubernetes-validate --strict`` command runs per document; one test also runs the command itself.
-RerankerModel objects have no built-in schema: test_helm_crd.py checks them against the CRD.
+RerankerModel objects have no built-in schema: test_helm_crd.py checks them against the CRD;
+the Prometheus Operator kinds are checked in test_helm_platform.py.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from chartkit import KUBERNETES_VERSIONS, VALUE_SETS, Rendered
-
-CUSTOM_KINDS = {"RerankerModel"}
+from chartkit import CUSTOM_KINDS, KUBERNETES_VERSIONS, VALUE_SETS, Rendered
 
 
 @pytest.mark.parametrize("k8s_version", KUBERNETES_VERSIONS)
@@ -78,4 +77,9 @@ def test_value_sets_cover_the_optional_objects(render_set) -> None:  # type: ign
         "ConfigMap",
         "PersistentVolumeClaim",
         "RerankerModel",
+        "HorizontalPodAutoscaler",
+        "Job",
+        "ServiceMonitor",
+        "PodMonitor",
+        "PrometheusRule",
     } <= kinds

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 import pytest
-from chartkit import CLUSTER_SCOPED, NAMESPACE, Rendered
+from chartkit import CLUSTER_SCOPED, HOOK_ANNOTATION, NAMESPACE, Rendered
 
 DATA_PORT, ADMIN_PORT, AGENT_PORT = 8080, 8081, 9090
 
@@ -82,6 +82,29 @@ def operator(r: Rendered) -> dict[str, Any]:
     return r.one("Deployment", "operator")
 
 
+def component(obj: dict[str, Any]) -> str | None:
+    return obj["metadata"]["labels"].get("app.kubernetes.io/component")
+
+
+def monitoring_peer(r: Rendered) -> dict[str, Any] | None:
+    """The NetworkPolicy peer networkPolicy.monitoring describes, or None when it is unset."""
+    mon = r.values["networkPolicy"]["monitoring"]
+    if not mon["namespaceSelector"]:
+        return None
+    peer = {"namespaceSelector": mon["namespaceSelector"]}
+    if mon["podSelector"]:
+        peer["podSelector"] = mon["podSelector"]
+    return peer
+
+
+def chart_containers(deployment: dict[str, Any], r: Rendered) -> list[dict[str, Any]]:
+    """The containers the chart itself defines (not reranker.extraContainers/extraInitContainers)."""
+    extra = {
+        c["name"] for key in ("extraContainers", "extraInitContainers") for c in r.values["reranker"][key]
+    }
+    return [c for c in all_containers(deployment) if c["name"] not in extra]
+
+
 # ------------------------------------------------------------------------------------------ service
 
 
@@ -115,7 +138,13 @@ def test_networkpolicy_admits_the_agent_port_only_from_the_operator(rendered: Re
 
     (agent_rule,) = [r for r in policy["ingress"] if r["ports"][0]["port"] == AGENT_PORT]
     assert agent_rule["from"], "9090 must never be open to everyone"
-    for peer in agent_rule["from"]:
+    monitoring = monitoring_peer(rendered)
+    peers = agent_rule["from"]
+    if monitoring is not None:
+        # Prometheus, from the namespace the values name, for /metrics (the rest needs the token).
+        assert peers[-1] == monitoring
+        peers = peers[:-1]
+    for peer in peers:
         assert set(peer) == {"podSelector"}, f"9090 admitted from more than pods in this namespace: {peer}"
         selector = peer["podSelector"]["matchLabels"]
         assert selects(selector, operator_labels)
@@ -136,6 +165,9 @@ def test_networkpolicy_data_plane_peers(rendered: Rendered) -> None:
         assert any(
             selects(p.get("podSelector", {}).get("matchLabels", {"x": "y"}), operator_labels) for p in peers
         )
+        # So is Prometheus, when networkPolicy.monitoring names it.
+        monitoring = monitoring_peer(rendered)
+        assert (monitoring in peers) == (monitoring is not None)
 
 
 # ---------------------------------------------------------------------------------- reranker pods
@@ -170,6 +202,10 @@ def test_reranker_service_account_has_no_api_access(rendered: Rendered) -> None:
     sa_name = pod_spec(deployment)["serviceAccountName"]
     sa = rendered.named("ServiceAccount", sa_name)
     assert sa["automountServiceAccountToken"] is False
+    # Cloud identity annotations never turn the API token back on (the webhooks project their own).
+    assert (
+        sa["metadata"].get("annotations", {}) == rendered.values["reranker"]["serviceAccount"]["annotations"]
+    )
     for binding in rendered.all("RoleBinding") + rendered.all("ClusterRoleBinding"):
         for subject in binding["subjects"]:
             assert subject["name"] != sa_name, f"{binding['kind']} {binding['metadata']['name']} binds it"
@@ -296,7 +332,14 @@ def test_gpu_resources(rendered: Rendered) -> None:
 
 def test_replicas_and_pdb(rendered: Rendered) -> None:
     deployment = reranker(rendered)
-    assert deployment["spec"]["replicas"] == rendered.values["reranker"]["replicas"]
+    autoscaling = rendered.values["reranker"]["autoscaling"]
+    if autoscaling["enabled"] or autoscaling["external"]:
+        # The autoscaler owns the count: a `helm upgrade` must not reset it.
+        assert "replicas" not in deployment["spec"]
+    else:
+        assert deployment["spec"]["replicas"] == rendered.values["reranker"]["replicas"]
+    hpa = rendered.maybe("HorizontalPodAutoscaler")
+    assert (hpa is not None) == autoscaling["enabled"]
     pdb = rendered.maybe("PodDisruptionBudget")
     if rendered.values["reranker"]["podDisruptionBudget"]["enabled"]:
         assert pdb is not None
@@ -370,8 +413,9 @@ def rbac_grants(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
 
 
 def test_operator_rbac_is_least_privilege(rendered: Rendered) -> None:
+    """The operator's roles; the uninstall hook's Role is test_helm_platform.py's."""
     scope = rendered.values["operator"]["scope"]
-    roles = rendered.all("Role") + rendered.all("ClusterRole")
+    roles = [r for r in rendered.all("Role") + rendered.all("ClusterRole") if component(r) == "operator"]
     assert roles
     for role in roles:
         for rule in role["rules"]:
@@ -389,17 +433,21 @@ def test_operator_rbac_is_least_privilege(rendered: Rendered) -> None:
         assert {k: grants.get(k) for k in required} == required, "the operator needs all of these"
 
     sa = pod_spec(operator(rendered))["serviceAccountName"]
+
+    def ours(kind: str) -> list[dict[str, Any]]:
+        return [o for o in rendered.all(kind) if component(o) == "operator"]
+
     if scope == "cluster":
-        assert not rendered.all("Role") and not rendered.all("RoleBinding")
-        (binding,) = rendered.all("ClusterRoleBinding")
-        (role,) = rendered.all("ClusterRole")
+        assert not ours("Role") and not ours("RoleBinding")
+        (binding,) = ours("ClusterRoleBinding")
+        (role,) = ours("ClusterRole")
         assert ("", "namespaces") in rbac_grants(role)
     else:
         assert not rendered.all("ClusterRole") and not rendered.all("ClusterRoleBinding")
         namespaces = [NAMESPACE, *rendered.values["operator"]["extraWatchNamespaces"]]
-        assert sorted(r["metadata"]["namespace"] for r in rendered.all("Role")) == sorted(namespaces)
-        assert sorted(b["metadata"]["namespace"] for b in rendered.all("RoleBinding")) == sorted(namespaces)
-    for binding in rendered.all("RoleBinding") + rendered.all("ClusterRoleBinding"):
+        assert sorted(r["metadata"]["namespace"] for r in ours("Role")) == sorted(namespaces)
+        assert sorted(b["metadata"]["namespace"] for b in ours("RoleBinding")) == sorted(namespaces)
+    for binding in ours("RoleBinding") + ours("ClusterRoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
         kind = "ClusterRole" if binding["kind"] == "ClusterRoleBinding" else "Role"
         assert binding["roleRef"]["kind"] == kind
@@ -479,13 +527,29 @@ def test_every_object_is_labelled_and_namespaced(rendered: Rendered) -> None:
         if obj["kind"] in CLUSTER_SCOPED:
             assert "namespace" not in meta, where
         else:
-            assert meta["namespace"] in (NAMESPACE, *rendered.values["operator"]["extraWatchNamespaces"]), (
-                where
-            )
+            # Monitoring objects may live where Prometheus and Grafana look for them.
+            values = rendered.values
+            allowed = {
+                NAMESPACE,
+                *values["operator"]["extraWatchNamespaces"],
+                values["serviceMonitor"]["namespace"] or NAMESPACE,
+                values["prometheusRule"]["namespace"] or NAMESPACE,
+                values["grafana"]["dashboard"]["namespace"] or NAMESPACE,
+            }
+            assert meta["namespace"] in allowed, where
+            if (
+                meta["namespace"] != NAMESPACE
+                and meta["namespace"] not in values["operator"]["extraWatchNamespaces"]
+            ):
+                assert obj["kind"] in ("ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"), where
+        if HOOK_ANNOTATION in meta.get("annotations", {}):
+            assert component(obj) == "uninstall", f"{where}: the only hooks are the uninstall hook's"
 
 
 def test_one_image_for_every_container(rendered: Rendered) -> None:
-    images = {c["image"] for d in rendered.all("Deployment") for c in all_containers(d)}
+    """The chart's own containers (the uninstall hook's too) run the one image; extras are yours."""
+    images = {c["image"] for d in rendered.all("Deployment") for c in chart_containers(d, rendered)}
+    images |= {c["image"] for j in rendered.all("Job") for c in j["spec"]["template"]["spec"]["containers"]}
     assert len(images) == 1
     image = rendered.values["image"]
     (ref,) = images
@@ -521,10 +585,14 @@ RESTRICTED_VOLUMES = {
 }
 
 
-@pytest.mark.parametrize("component", ["operator", "reranker"])
+@pytest.mark.parametrize("component", ["operator", "reranker", "uninstall"])
 def test_pods_meet_pod_security_restricted(rendered: Rendered, component: str) -> None:
-    """Both pods run in a namespace labelled pod-security.kubernetes.io/enforce=restricted."""
-    deployment = rendered.one("Deployment", component)
+    """Every pod runs in a namespace labelled pod-security.kubernetes.io/enforce=restricted."""
+    kind = "Job" if component == "uninstall" else "Deployment"
+    deployment = rendered.maybe(kind, component)
+    if deployment is None:
+        assert kind == "Job" and not rendered.values["model"]["create"]
+        return
     spec = pod_spec(deployment)
     for vol in spec.get("volumes", []):
         kinds = set(vol) - {"name"}
