@@ -476,7 +476,7 @@ class FakeApi:
             == "https://10.0.0.1:443/apis/hotswap.dev/v1alpha1/namespaces/ml/rerankermodels/rr-hotswap"
         )
         assert req.headers["Authorization"] == "Bearer sa-token"
-        body = json.loads(req.data) if req.data else None
+        body: Any = json.loads(req.data) if isinstance(req.data, bytes) else None
         self.calls.append((req.get_method(), body))
         if self.obj is None:
             raise urllib.error.HTTPError(req.full_url, 404, "not found", {}, None)  # type: ignore[arg-type]
@@ -531,7 +531,9 @@ def run_hook(default_render: Rendered, api: FakeApi, tmp_path: Path, monkeypatch
     monkeypatch.setattr(urllib.request, "urlopen", api.urlopen)
     with pytest.raises(SystemExit) as done:
         exec(compile(script, "uninstall-hook", "exec"), {"__name__": "__main__"})
-    return done.value.code or 0
+    code = done.value.code
+    assert code is None or isinstance(code, int), code
+    return code or 0
 
 
 def test_uninstall_hook_lets_the_running_operator_release_the_model(
