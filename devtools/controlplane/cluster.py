@@ -209,6 +209,10 @@ class ControlPlane:
             f"--etcd-servers=http://127.0.0.1:{self.ports.etcd}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
+            # The `kubernetes` Service gets no endpoints: the API server refuses to publish a
+            # loopback address there, and no ClusterIP routes here anyway (pods are given
+            # KUBERNETES_SERVICE_HOST=127.0.0.1 by the kubelet).
+            "--endpoint-reconciler-type=none",
             f"--secure-port={self.ports.apiserver}",
             f"--tls-cert-file={k.serving.cert}",
             f"--tls-private-key-file={k.serving.key}",

@@ -385,6 +385,7 @@ class PodRuntime:
         self._tasks: list[asyncio.Task[Any]] = []
         self._main: asyncio.Task[None] | None = None
         self._sa_kubeconfigs: dict[str, tuple[Path, Path]] = {}
+        self._api_conditions: list[JSON] = pod.get("status", {}).get("conditions", [])
         self.deleted = asyncio.Event()
 
     @property
@@ -441,6 +442,8 @@ class PodRuntime:
         """A newer version of the object: metadata (labels, annotations, deletion) is taken over;
         the status stays ours."""
         status = self.pod.get("status", {})
+        # Conditions that others own (readiness gates) are read from the API's copy.
+        self._api_conditions = pod.get("status", {}).get("conditions", [])
         self.pod = {**pod, "status": status}
 
     async def _run(self) -> None:
@@ -558,7 +561,7 @@ class PodRuntime:
     def status(self) -> JSON:
         ready = bool(self.containers) and all(c.ready for c in self.containers)
         gates = [g["conditionType"] for g in self.spec.get("readinessGates", [])]
-        existing = {c["type"]: c.get("status") for c in self.pod.get("status", {}).get("conditions", [])}
+        existing = {c["type"]: c.get("status") for c in self._api_conditions}
         gates_ok = all(existing.get(g) == "True" for g in gates)
         phase = self.phase
         if (
@@ -567,8 +570,6 @@ class PodRuntime:
             and any("running" in c.state or c.restart_count for c in self.containers)
         ):
             phase = "Running"
-        if phase == "Running" and self.terminating and all("running" not in c.state for c in self.containers):
-            phase = "Running"  # a kubelet leaves the phase; the pod object is about to go
         conditions = [
             self._condition("PodReadyToStartContainers", self.ip is not None and self.volumes is not None),
             self._condition("Initialized", self.initialized, "ContainersNotInitialized"),
