@@ -45,6 +45,14 @@ class PodSwap:
         return None if self.started_at is None else (self.at - self.started_at).total_seconds() * 1000
 
 
+def answered_none(by_version: Mapping[str, int], version: str) -> Check:
+    """The broken version answered no request: it failed before exposure (canary on the staged
+    weights, or refused at load), never after it served traffic."""
+    n = int(by_version.get(version, 0))
+    detail = ", ".join(f"{v}: {c}" for v, c in sorted(by_version.items()))
+    return Check(f"the broken {version} answered 0 requests", n == 0, f"{version} answered {n}; {detail}")
+
+
 def parse_time(text: Any) -> datetime.datetime | None:
     if not isinstance(text, str) or not text:
         return None

@@ -29,7 +29,16 @@ from typing import Any
 from devtools.testmodels import CANARY
 
 from .backend import Backend, LoadRun, LoadSummary
-from .checks import Check, PodSwap, condition, is_ready_on, rolled_back, rollout_checks, swaps_to
+from .checks import (
+    Check,
+    PodSwap,
+    answered_none,
+    condition,
+    is_ready_on,
+    rolled_back,
+    rollout_checks,
+    swaps_to,
+)
 from .result import Event, ScenarioResult
 
 API_VERSION = "hotswap.dev/v1alpha1"
@@ -47,15 +56,16 @@ class Models:
     v1: str
     v2: str
     v3: str
-    v3_fails_at: str  # the step the operator names in status.rollout.failure: Verify | Preload
+    v3_fails_at: str  # the step the operator names in status.rollout.failure: VerifyStaged | Preload
 
 
 # The tiny XLM-R rerankers (fast). tiny-xlmr-inverted is a valid model that ranks backwards: it
-# passes every preload check and fails the canary after the first pod swapped to it.
-TINY = Models("tiny-xlmr-v1", "tiny-xlmr-v2", "tiny-xlmr-inverted", "Verify")
+# passes every preload check and fails the canary on the first pod's staged weights, before any
+# pod activates it.
+TINY = Models("tiny-xlmr-v1", "tiny-xlmr-v2", "tiny-xlmr-inverted", "VerifyStaged")
 # The real MiniLM weights (the demo). v3 is the inverted tiny reranker: another architecture,
-# a legitimate full replace, then a failed canary.
-MINILM = Models("minilm-v1", "minilm-v2", "tiny-xlmr-inverted", "Verify")
+# a legitimate full replace, refused by its canary on the staged weights.
+MINILM = Models("minilm-v1", "minilm-v2", "tiny-xlmr-inverted", "VerifyStaged")
 # NaN weights: refused at preload on every pod, no pod ever serves v3.
 MINILM_NAN = Models("minilm-v1", "minilm-v2", "broken-nan", "Preload")
 
@@ -304,6 +314,7 @@ class Scenario:
             {v1, v2} <= served,
             ", ".join(f"{v}: {n}" for v, n in sorted(report.by_version.items())),
         )
+        self.checks.append(answered_none(report.by_version, self.config.versions[2]))
 
     def check(self, name: str, ok: bool, detail: str = "") -> None:
         self.checks.append(Check(name, ok, detail))

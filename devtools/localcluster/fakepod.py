@@ -6,11 +6,13 @@ operations run in the background and are polled through ``/v1/status``; one at a
 ``sha256``; a folder holding a ``BROKEN`` file fails ``preload`` like NaN weights would. A JSON
 *script* file, re-read on every operation, injects failures and delays for tests::
 
-    {"fail": [{"step": "verify", "version": "v3", "error": "document 1 ranked first, expected 0"}],
+    {"fail": [{"step": "canary", "version": "v3", "error": "document 1 ranked first, expected 0"}],
      "delay": {"stage": 0.5, "preload": 0.2, "activate": 0.05},
      "errors": [{"version": "v4", "pods": ["reranker-0"], "every": 2}]}
 
-(``errors``: every Nth scoring request served by that version answers 500, for soak tests.)
+(``errors``: every Nth scoring request served by that version answers 500, for soak tests. Step
+names: see :meth:`FakePod.script_steps` — ``canary`` fails a version's canary wherever it is scored,
+staged or live; ``verify`` only the check after activation; ``quality`` the evaluate gate.)
 
 The data plane answers ``POST /rerank`` and ``/v1/rerank`` with the ``X-Hotswap-Model-Version``
 header, ``/readyz`` 503 until a version is active, and ``/metrics`` with request counters.
@@ -104,6 +106,22 @@ class FakePod:
             return str(rule.get("error", f"scripted {step} failure"))
         return None
 
+    @staticmethod
+    def script_steps(kind: str, body: dict[str, Any]) -> list[tuple[str, str]]:
+        """The script's step names that apply to an operation, each with the error type it fails with.
+
+        ``verify`` is the check after activation only (what only the live device shows);
+        ``verify-staged`` the canary on the staged weights only; ``canary`` both (a version whose
+        canary fails, wherever it is scored: the version's fault, ``canary_failed``); ``quality`` the
+        ``evaluate`` gate (``quality_failed``).
+        """
+        if kind == "verify":
+            own = "verify-staged" if body.get("staged") else "verify"
+            return [("canary", "canary_failed"), (own, f"scripted_{own}")]
+        if kind == "evaluate":
+            return [("quality", "quality_failed"), ("evaluate", "scripted_evaluate")]
+        return [(kind, f"scripted_{kind}")]
+
     async def pause(self, kind: str) -> None:
         delays = {**DEFAULT_DELAYS, **self.script().get("delay", {})}
         await asyncio.sleep(float(delays.get(kind, 0.0)))
@@ -144,9 +162,10 @@ class FakePod:
     async def _run(self, op: dict[str, Any], body: dict[str, Any]) -> None:
         try:
             await self.pause(op["kind"])
-            failure = self.scripted_failure(op["kind"], op["version"])
-            if failure:
-                raise OpError(failure, f"scripted_{op['kind']}")
+            for step, error_type in self.script_steps(op["kind"], body):
+                failure = self.scripted_failure(step, op["version"])
+                if failure:
+                    raise OpError(failure, error_type)
             op["result"] = await getattr(self, f"_{op['kind']}")(op["version"], body)
             op["state"] = "succeeded"
         except (OpError, ContractError) as exc:
@@ -213,15 +232,26 @@ class FakePod:
         return self._swapped(before, result, via)
 
     async def _verify(self, version: str | None, body: dict[str, Any]) -> dict[str, Any]:
-        active = self.slots.active
-        if version and active != version:
-            raise OpError(f"scored by version {active!r}, expected {version!r}", "verify_failed")
+        """The canaries through the data plane (``staged: false``) or scored with the server's
+        staged version (``staged: true``, before it serves): a wrong ranking is the version's fault
+        (``canary_failed``); another version answering, or none staged, the pod's."""
+        staged = bool(body.get("staged"))
+        held = self.slots.staged if staged else self.slots.active
+        if staged and (held is None or (version and held != version)):
+            raise OpError(
+                f"{version or 'a version'} is not staged on the server (staged: {held})", "not_staged"
+            )
+        if version and held != version:
+            raise OpError(f"scored by version {held!r}, expected {version!r}", "verify_failed")
         for case in body.get("canary") or []:
             scores = [score(case["query"], doc) for doc in case["documents"]]
             top = max(range(len(scores)), key=lambda i: scores[i])
             if case.get("expectTop") is not None and top != case["expectTop"]:
-                raise OpError(f"document {top} ranked first, expected {case['expectTop']}", "verify_failed")
-        return {"version": active, "ok": True}
+                raise OpError(
+                    f"canary failed for {held}: document {top} ranked first, expected {case['expectTop']}",
+                    "canary_failed",
+                )
+        return {"version": held, "ok": True, "target": "staged" if staged else "active"}
 
     async def boot(self) -> None:
         if self.boot_file is None or not self.boot_file.exists():

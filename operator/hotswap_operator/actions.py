@@ -3,7 +3,9 @@
 
 A plan's actions on one pod run in order, each recorded as it finishes, and the first failure ends
 that pod's chain (:func:`chains`); different pods' chains run at once (the prefetch). A swap is two
-actions, ``activate`` then ``verify``, planned together: one reconcile round per pod.
+actions, ``activate`` then ``verify``, planned together: one reconcile round per pod; an
+``activate`` of a rollout or a convergence is preceded by ``verify-staged`` (the canary scored with
+the staged weights inside the pod's server), so a version that fails its canary never serves.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ class Kind(StrEnum):
     PREPARE = "prepare"  # stage (unless on disk) then preload
     ACTIVATE = "activate"  # activate the staged version
     REACTIVATE = "reactivate"  # the agent's rollback: the previous version, still in memory
+    VERIFY_STAGED = "verify-staged"  # the canary on the staged weights, before activation
     VERIFY = "verify"
     SOAK = "soak"
 
@@ -52,6 +55,7 @@ class Action:
             Kind.PREPARE: Step.STAGE if self.needs_stage else Step.PRELOAD,
             Kind.ACTIVATE: Step.ROLLBACK if self.purpose is Purpose.ROLLBACK else Step.ACTIVATE,
             Kind.REACTIVATE: Step.ROLLBACK if self.purpose is Purpose.ROLLBACK else Step.ACTIVATE,
+            Kind.VERIFY_STAGED: Step.VERIFY_STAGED,
             Kind.VERIFY: Step.VERIFY,
             Kind.SOAK: Step.SOAK,
         }[self.kind]
@@ -64,6 +68,7 @@ class Outcome:
     ok: bool
     step: Step
     error: str = ""
+    error_type: str | None = None  # the agent's operation errorType, when it said one
     digest: str | None = None
     swap: dict[str, Any] | None = None  # what the agent said of a swap: mode, pauseMs, fromVersion, via
     metrics: tuple[float, float] | None = None

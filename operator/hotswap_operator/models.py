@@ -257,6 +257,7 @@ class Step(StrEnum):
     WAIT_READY = "WaitReady"
     STAGE = "Stage"
     PRELOAD = "Preload"
+    VERIFY_STAGED = "VerifyStaged"  # the canary on the staged weights, before the pod's activation
     ACTIVATE = "Activate"
     VERIFY = "Verify"
     SOAK = "Soak"

@@ -261,8 +261,12 @@ class _Planner:
         action = self._towards(pod, self.rollout.version, self._target_ref(), purpose)
         if action is None:  # no way to get the version (no source): reported in _towards
             return
-        self.actions.append(action)
         swapping = action.kind in (Kind.ACTIVATE, Kind.REACTIVATE)
+        if action.kind is Kind.ACTIVATE:
+            # Verify before exposure: the canary scored with the staged weights inside the pod's
+            # server; a failure ends the chain before the activation, so the version never serves.
+            self.actions.append(self._verify(pod, purpose, staged=True))
+        self.actions.append(action)
         if swapping:
             self.actions.append(self._verify(pod, purpose))
         self._set_pod(pod, PodState.ACTIVATING if swapping else PodState.STAGING, "")
@@ -364,17 +368,19 @@ class _Planner:
             return None
         return Action(kind=Kind.PREPARE, needs_stage=not on_disk, source=ref.source, timeout=timeout, **base)  # type: ignore[arg-type]
 
-    def _verify(self, pod: PodView, purpose: Purpose) -> Action:
+    def _verify(self, pod: PodView, purpose: Purpose, *, staged: bool = False) -> Action:
         rollout_spec = self.spec.rollout
         return Action(
-            kind=Kind.VERIFY,
+            kind=Kind.VERIFY_STAGED if staged else Kind.VERIFY,
             purpose=purpose,
             pod=pod.name,
             ip=pod.ip or "",
             version=self.rollout.version,
             spec_hash=self.spec_hash,
             canary=tuple(rollout_spec.canary),
-            sample_metrics=purpose is Purpose.ROLLOUT and rollout_spec.analysis.soak_seconds > 0,
+            sample_metrics=not staged
+            and purpose is Purpose.ROLLOUT
+            and rollout_spec.analysis.soak_seconds > 0,
             timeout=float(rollout_spec.pod_timeout_seconds),
         )
 

@@ -205,6 +205,11 @@ def _advance(
             r = r.model_copy(update={"current": CurrentStep(pod=pod, step=Step.VERIFY, since=stamp)})
         event = EventSpec("Normal", "Activated", f"Pod {pod} now serves {version} ({detail})")
         return r, (PodState.VERIFYING, "", {"last_swap": swap}), [event]
+    if action.kind is Kind.VERIFY_STAGED:
+        if rolling:
+            r = r.model_copy(update={"current": CurrentStep(pod=pod, step=Step.ACTIVATE, since=stamp)})
+        event = EventSpec("Normal", "StagedVerified", f"Pod {pod}: canary passed on the staged {version}")
+        return r, (PodState.ACTIVATING, "canary passed on the staged weights", {}), [event]
     if action.kind is Kind.VERIFY:
         events = [EventSpec("Normal", "Verified", f"Pod {pod} verified on {version}")]
         soak = spec.rollout.analysis.soak_seconds

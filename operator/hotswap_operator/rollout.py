@@ -311,6 +311,11 @@ class Reconciler:
                 return Outcome(
                     ok=True, step=step, swap={k: result[k] for k in keys if result.get(k) is not None}
                 )
+            if action.kind is Kind.VERIFY_STAGED:
+                canary = [c.wire() for c in action.canary]
+                body = {"canary": canary, "expectVersion": v, "staged": True}
+                await agents.run(ip, "verify", body, timeout=action.timeout)
+                return Outcome(ok=True, step=step)
             if action.kind is Kind.VERIFY:
                 canary = [c.wire() for c in action.canary]
                 await agents.run(ip, "verify", {"canary": canary, "expectVersion": v}, timeout=action.timeout)
@@ -318,7 +323,9 @@ class Reconciler:
                 return Outcome(ok=True, step=step, metrics=metrics)
             return await self._soak(action)
         except AgentError as exc:
-            return Outcome(ok=False, step=step, error=exc.message)
+            return Outcome(
+                ok=False, step=step, error=exc.message, error_type=getattr(exc, "error_type", None)
+            )
 
     async def _soak(self, action: Action) -> Outcome:
         requests, errors = await self.rt.agents.server_metrics(action.ip)

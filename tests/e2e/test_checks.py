@@ -158,3 +158,11 @@ def test_ready_and_rolled_back_predicates() -> None:
         "v2",
     )
     assert condition(back, "Ready")["reason"] == "RolloutComplete" and condition(back, "Degraded") == {}
+
+
+def test_answered_none_passes_only_when_the_broken_version_served_nothing() -> None:
+    from e2e.checks import answered_none
+
+    assert answered_none({"v1": 10, "v2": 20}, "v3").ok
+    failed = answered_none({"v1": 10, "v2": 20, "v3": 4}, "v3")
+    assert not failed.ok and "v3 answered 4" in failed.detail

@@ -63,7 +63,7 @@ class Fleet:
             return self.cluster.publish(version, self.testmodels / MODEL_FOLDERS[model])
         if model == "inverted":
             self._fail_fakes(
-                {"step": "verify", "version": version, "error": "document 0 ranked first, expected 1"}
+                {"step": "canary", "version": version, "error": "document 0 ranked first, expected 1"}
             )
         return self.cluster.publish_fake(version, broken=model == "nan")
 
@@ -353,14 +353,39 @@ async def broken_canary_on_second_pod(fleet: Fleet) -> LoadReport:
         assert await fleet.swaps() == settled
     assert_no_failures(load.report())
     failure = st.rollout.failure if st.rollout else None
-    assert failure is not None and (failure.pod, failure.step) == (SECOND_POD, Step.VERIFY), failure
+    # Fake pods: scripted on the check after activation. Real pods: the misconfigured server may
+    # refuse the canary already when it scores the staged weights (then the pod never swaps).
+    steps = (Step.VERIFY,) if not fleet.real else (Step.VERIFY, Step.VERIFY_STAGED)
+    assert failure is not None and failure.pod == SECOND_POD and failure.step in steps, failure
     moved = {n: settled[n] - before[n] for n in settled}
-    assert moved == {"reranker-0": 2, "reranker-1": 2, "reranker-2": 0}, f"swaps: {moved}"
+    second = 2 if failure.step is Step.VERIFY else 0
+    assert moved == {"reranker-0": 2, "reranker-1": second, "reranker-2": 0}, f"swaps: {moved}"
     assert set((await fleet.actives()).values()) == {"v1"}
     await _assert_rolled_back(fleet, st, "v1")
     degraded = cond(st, "Degraded")
     assert SECOND_POD in degraded[2] and "Verify" in degraded[2], degraded
     return load.report()
+
+
+async def broken_canary_never_serves(fleet: Fleet) -> LoadReport:
+    """A version that fails its canary fails it on the staged weights of the first pod: it never
+    becomes active anywhere, answers no request, and the fleet stays on v1 (history RolledBack)."""
+    await fleet.baseline("v1")
+    before = await fleet.swaps()
+    source = fleet.publish("v3", "inverted")
+    async with fleet.cluster.load() as load:
+        await fleet.set_model("v3", source, rollout={"canary": [CANARY if fleet.real else TWO_DOC_CANARY]})
+        st = await failed_and_settled(fleet, "v3")
+        await asyncio.sleep(1.0)
+        report = load.report()
+    assert_no_failures(report)
+    assert report.by_version.get("v3", 0) == 0, f"v3 answered requests: {report.by_version}"
+    failure = st.rollout.failure if st.rollout else None
+    assert failure is not None and (failure.pod, failure.step) == ("reranker-0", Step.VERIFY_STAGED), failure
+    assert await fleet.swaps() == before, "no pod swapped"
+    assert set((await fleet.actives()).values()) == {"v1"}
+    await _assert_rolled_back(fleet, st, "v1")
+    return report
 
 
 async def _assert_rolled_back(fleet: Fleet, st: RerankerModelStatus, good: str) -> None:

@@ -48,6 +48,7 @@ class SimPod:
     reachable: bool = True
     busy: bool = False
     activations: list[tuple[str, int]] = dataclasses.field(default_factory=list)
+    staged_verified: list[str] = dataclasses.field(default_factory=list)
 
     def view(self) -> PodView:
         agent = None
@@ -165,6 +166,12 @@ class Sim:
             self.clock += 1
             pod.activations.append((v, self.clock))
             return Outcome(ok=True, step=action.step, swap={"mode": "inplace", "pauseMs": 3})
+        if action.kind is Kind.VERIFY_STAGED:
+            assert pod.staged == v, f"verify staged {v} on {pod.name} but staged is {pod.staged}"
+            pod.staged_verified.append(v)
+            if err := fail(Step.VERIFY_STAGED):
+                return Outcome(ok=False, step=Step.VERIFY_STAGED, error=err, error_type="canary_failed")
+            return Outcome(ok=True, step=Step.VERIFY_STAGED)
         if action.kind is Kind.VERIFY:
             assert pod.active == v, "verify of a version that is not active"
             if err := fail(Step.VERIFY):

@@ -91,6 +91,48 @@ def test_verify_failure_on_pod_2_rolls_back_pods_1_and_2_and_is_not_retried() ->
     assert [p.active for p in sim.pods.values()] == ["v4"] * 3
 
 
+def test_every_activation_is_preceded_by_the_canary_on_the_staged_weights() -> None:
+    sim = Sim(spec=make_spec("v2"), pods=fleet(3), boot=boot_ref("v1"))
+    sim.run()
+    for i, a in enumerate(sim.actions):
+        if a.kind is Kind.ACTIVATE:
+            before = sim.actions[i - 1]
+            assert (before.kind, before.pod, before.version) == (Kind.VERIFY_STAGED, a.pod, "v2")
+    assert all(p.staged_verified == ["v2"] for p in sim.pods.values())
+
+
+def test_staged_canary_failure_fails_the_version_before_it_serves_anywhere() -> None:
+    sim = Sim(spec=make_spec("v3"), pods=fleet(3), boot=boot_ref("v1"))
+    sim.failures[("*", Step.VERIFY_STAGED, "v3")] = (
+        "canary failed for v3: document 0 ranked first, expected 1"
+    )
+    sim.run()
+    assert activation_order(sim, "v3") == [], "v3 never becomes active anywhere"
+    assert [p.active for p in sim.pods.values()] == ["v1", "v1", "v1"]
+    assert [p.staged_verified for p in sim.pods.values()] == [["v3"], [], []]
+    r = sim.status.rollout
+    assert r is not None and r.phase is Phase.ROLLED_BACK and r.failure is not None
+    assert (r.failure.pod, r.failure.step) == ("pod-1", Step.VERIFY_STAGED)
+    assert sim.status.history[-1].result is HistoryResult.ROLLED_BACK
+    assert "RolloutFailed" in [e.reason for e in sim.events]
+    assert cond_of(sim, cond.DEGRADED) == ("True", "RolloutFailed")
+    # Not retried while the spec stays.
+    before = len(sim.actions)
+    for _ in range(5):
+        sim.step()
+    assert len(sim.actions) == before
+
+
+def test_staged_canary_failure_on_pod_2_rolls_back_pod_1_only() -> None:
+    sim = Sim(spec=make_spec("v3"), pods=fleet(3), boot=boot_ref("v1"))
+    sim.failures[("pod-2", Step.VERIFY_STAGED, "v3")] = "canary failed"
+    sim.run()
+    assert activation_order(sim, "v3") == ["pod-1"]
+    assert [p.active for p in sim.pods.values()] == ["v1", "v1", "v1"]
+    r = sim.status.rollout
+    assert r is not None and r.failure is not None and r.failure.step is Step.VERIFY_STAGED
+
+
 def test_stage_failure_fails_the_rollout_before_any_swap() -> None:
     sim = Sim(spec=make_spec("v3"), pods=fleet(3), boot=boot_ref("v1"))
     sim.failures[("pod-3", Step.STAGE, "v3")] = "digest_mismatch: expected abc, got def"

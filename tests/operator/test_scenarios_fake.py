@@ -14,6 +14,7 @@ SCENARIOS = [
     scenarios.broken_digest,
     scenarios.broken_nan,
     scenarios.broken_canary_on_second_pod,
+    scenarios.broken_canary_never_serves,
     scenarios.spec_change_mid_rollout,
     scenarios.operator_killed_mid_rollout,
     scenarios.pod_restarted_mid_rollout,

@@ -59,6 +59,10 @@ async def test_broken_canary_on_second_pod(fleet: Fleet) -> None:
     await scenarios.broken_canary_on_second_pod(fleet)
 
 
+async def test_broken_canary_never_serves(fleet: Fleet) -> None:
+    await scenarios.broken_canary_never_serves(fleet)
+
+
 async def test_spec_change_mid_rollout(fleet: Fleet) -> None:
     await scenarios.spec_change_mid_rollout(fleet)
 
