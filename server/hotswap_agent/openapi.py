@@ -15,6 +15,11 @@ _SHA = {"type": "string", "pattern": SHA256_SCHEMA_PATTERN}
 _ERROR = {"$ref": "#/components/schemas/ErrorBody"}
 _OPERATION = {"$ref": "#/components/schemas/Operation"}
 _STATUS = {"$ref": "#/components/schemas/AgentStatus"}
+_UNAUTHORIZED = {
+    "description": "Missing or wrong token",
+    "content": {"application/json": {"schema": _ERROR}},
+    "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+}
 
 
 def _op(summary: str, body: dict[str, Any], result: str | None = None) -> dict[str, Any]:
@@ -29,11 +34,7 @@ def _op(summary: str, body: dict[str, Any], result: str | None = None) -> dict[s
                 "200": {"description": "This operation already succeeded and still holds", "content": answer},
                 "202": {"description": "Started, or this same operation is running", "content": answer},
                 "400": {"description": "Malformed body", "content": err},
-                "401": {
-                    "description": "Missing or wrong token",
-                    "content": err,
-                    "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
-                },
+                "401": _UNAUTHORIZED,
                 "413": {"description": "Body over the limit", "content": err},
                 "403": {"description": "Source outside the allow-list", "content": err},
                 "404": {"description": "Version not on disk", "content": err},
@@ -70,7 +71,8 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Versions, the operation in progress, the server's state",
                     "security": [{"bearer": []}],
                     "responses": {
-                        "200": {"description": "OK", "content": {"application/json": {"schema": _STATUS}}}
+                        "200": {"description": "OK", "content": {"application/json": {"schema": _STATUS}}},
+                        "401": _UNAUTHORIZED,
                     },
                 }
             },
