@@ -9,6 +9,7 @@
 # hash of the module files and of this build recipe, so the second run is instant and offline.
 #
 #   scripts/get-controlplane.sh        # prints e.g. ~/.cache/hotswap/k8s/v1.37.2-etcd-v3.6.16-1a2b3c4d5e6f/bin
+#   scripts/get-controlplane.sh --check   # prints the folder if it is built, else exits 3 (never builds)
 #
 # Environment:
 #   HOTSWAP_CONTROLPLANE_BIN      use this folder instead (checked for the four binaries, printed as-is)
@@ -18,6 +19,13 @@
 #
 # Progress goes to stderr, the bin folder to stdout (the last and only stdout line).
 set -euo pipefail
+
+check_only=""
+case "${1:-}" in
+  --check) check_only=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--check]" >&2; exit 2 ;;
+esac
 
 BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler)
 # Bump when the build commands below change, so old builds are not reused under the new recipe.
@@ -64,6 +72,10 @@ dest="$cache_root/$key"
 if [[ -z "${HOTSWAP_CONTROLPLANE_REBUILD:-}" && -f "$dest/.complete" ]] && check_bin_dir "$dest/bin"; then
   echo "$dest/bin"
   exit 0
+fi
+if [[ -n "$check_only" ]]; then
+  log "not built yet: $dest (run scripts/get-controlplane.sh)"
+  exit 3
 fi
 
 command -v go >/dev/null || [[ -x /usr/local/go/bin/go ]] || {
