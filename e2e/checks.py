@@ -211,7 +211,8 @@ def is_ready_on(model: Mapping[str, Any] | None, version: str, pods: int) -> boo
 
 
 def rolled_back(model: Mapping[str, Any] | None, failed: str, good: str) -> bool:
-    """The rollout of ``failed`` ended rolled back, and the fleet is settled on ``good`` again."""
+    """The rollout of ``failed`` ended rolled back, and the fleet is settled on ``good`` again; kstatus:
+    ``Ready`` False (the spec's version is not served) and ``Stalled`` True until the spec changes."""
     if not model:
         return False
     status = model.get("status") or {}
@@ -220,5 +221,6 @@ def rolled_back(model: Mapping[str, Any] | None, failed: str, good: str) -> bool
         rollout.get("version") == failed
         and rollout.get("phase") == "RolledBack"
         and status.get("currentVersion") == good
-        and condition(model, "Ready").get("status") == "True"
+        and condition(model, "Ready").get("status") == "False"
+        and condition(model, "Stalled").get("status") == "True"
     )

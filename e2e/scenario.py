@@ -8,7 +8,7 @@
 4. ``kubectl apply`` a broken v3 (by default a model that loads fine but ranks backwards, so its
    canary fails on the first pod; or NaN weights, refused at preload); wait for the automatic
    rollback: Degraded with the reason, history ``RolledBack``, every pod back on v2.
-5. ``kubectl wait --for=condition=Ready rrm/NAME``.
+5. ``kubectl wait --for=condition=Stalled rrm/NAME`` (after the rollback Ready is False: v3 is not served).
 6. Stop the load: zero failed requests, both v1 and v2 served.
 
 Waits raise ``ScenarioError`` (nothing else can be checked after one times out); everything else is
@@ -205,11 +205,19 @@ class Scenario:
             final = {pod: (agents[pod].get("active") or {}).get("version") for pod in pods}
             self._check_rollback(failure, broken, restored, final)
 
-            self.phase = "kubectl wait --for=condition=Ready"
+            # kstatus: after the rollback v3 is not served, so Ready is False and Stalled True (what
+            # CI and GitOps health checks read); waiting on Stalled returns at once.
+            self.phase = "kubectl wait --for=condition=Stalled"
             name = f"rrm/{b.model_name}"
-            waited = await b.kubectl("wait", "--for=condition=Ready", name, "--timeout=60s", timeout=90)
+            waited = await b.kubectl("wait", "--for=condition=Stalled", name, "--timeout=60s", timeout=90)
+            ready = condition(self.model, "Ready")
             self.check(
-                "kubectl wait --for=condition=Ready succeeds",
+                f"Ready=False with reason RolledBack ({v3} is not served)",
+                (ready.get("status"), ready.get("reason")) == ("False", "RolledBack"),
+                f"Ready={ready.get('status')} {ready.get('reason')}",
+            )
+            self.check(
+                "kubectl wait --for=condition=Stalled succeeds",
                 waited.returncode == 0,
                 _last_line(waited.stdout if waited.returncode == 0 else waited.stderr),
             )

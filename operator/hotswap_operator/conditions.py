@@ -12,9 +12,11 @@ from typing import Literal
 from .models import Condition
 
 READY = "Ready"
+RECONCILING = "Reconciling"  # kstatus: the operator is moving pods
+STALLED = "Stalled"  # kstatus: the spec is not achieved and will not be until it changes
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
-TYPES = (READY, PROGRESSING, DEGRADED)
+TYPES = (READY, RECONCILING, STALLED, PROGRESSING, DEGRADED)
 
 Status = Literal["True", "False", "Unknown"]
 

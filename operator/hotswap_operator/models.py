@@ -350,6 +350,9 @@ class RerankerModelStatus(_StatusModel):
     last_good_version: str | None = None
     last_good: VersionRef | None = None
     ready_pods: str | None = Field(default=None, description="Pods on the target version / pods selected.")
+    serving: str | None = Field(
+        default=None, description="What the selected pods serve, e.g. 'v2 3/3' or 'v2 2/3, v3 1/3'."
+    )
     pods: list[PodStatus] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},

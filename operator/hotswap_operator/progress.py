@@ -60,17 +60,23 @@ def summarize(status: RerankerModelStatus, *, now: str, moving: bool = False) ->
     sick = [p for p in pods if p.state in (PodState.FAILED, PodState.UNREACHABLE) or p.retry_at]
     settled = r.phase in (Phase.COMPLETE, Phase.ROLLED_BACK) and not moving
     serving = r.version if r.phase is Phase.COMPLETE else good
+    failed = r.phase in FAILED_PHASES
+    target = status.target_version or r.version
+    # kstatus: Ready only while spec.version is served by every selected pod and nothing moves.
     if not pods:
         put(cond.READY, False, "NoPods", "no running pod matches the selector")
-    elif settled and current is not None and current == serving:
-        reason = "RolloutComplete" if r.phase is Phase.COMPLETE else "RolledBack"
-        put(cond.READY, True, reason, f"all {len(pods)} pod(s) serve {current}")
+    elif settled and r.phase is Phase.COMPLETE and current is not None and current == r.version:
+        put(cond.READY, True, "RolloutComplete", f"all {len(pods)} pod(s) serve {current}")
     elif r.phase is Phase.HOLDING:
         put(cond.READY, False, "RolloutHeld", failed_msg)
+    elif failed:
+        where = f"every pod is back on {good}" if settled and current == good else f"rolling back to {good}"
+        put(cond.READY, False, "RolledBack", f"{target} is not served: {failed_msg}; {where}")
     else:
-        reason = "Progressing" if r.phase in ACTIVE_PHASES else "PodsNotSettled"
+        reason = "Progressing" if r.phase in ACTIVE_PHASES or moving else "PodsNotSettled"
         put(cond.READY, False, reason, f"{on_target}/{len(pods)} pod(s) on {r.version}")
 
+    reconciling = r.phase in ACTIVE_PHASES or r.phase is Phase.ROLLING_BACK or moving
     if r.phase in ACTIVE_PHASES:
         put(
             cond.PROGRESSING,
@@ -86,8 +92,19 @@ def summarize(status: RerankerModelStatus, *, now: str, moving: bool = False) ->
             r.phase, "RolloutHeld"
         )
         put(cond.PROGRESSING, False, reason, "")
+    progressing = cond.get_condition(conds, cond.PROGRESSING)
+    assert progressing is not None
+    put(cond.RECONCILING, reconciling, progressing.reason, progressing.message)
 
-    if r.phase in FAILED_PHASES:
+    # kstatus: Stalled while the operator will not retry until the spec changes.
+    if r.phase is Phase.HOLDING:
+        put(cond.STALLED, True, "RolloutHeld", failed_msg + "; change the spec to try again")
+    elif failed:
+        put(cond.STALLED, True, "RolledBack", failed_msg + "; change the spec to try again")
+    else:
+        put(cond.STALLED, False, "AsExpected", "")
+
+    if failed:
         tail = (
             "; holding (automatic rollback off)" if r.phase is Phase.HOLDING else f"; rolled back to {good}"
         )
@@ -97,11 +114,16 @@ def summarize(status: RerankerModelStatus, *, now: str, moving: bool = False) ->
     else:
         put(cond.DEGRADED, False, "AsExpected", "")
 
+    counts: dict[str, int] = {}
+    for p in pods:
+        counts[p.version or "none"] = counts.get(p.version or "none", 0) + 1
+    serving_text = ", ".join(f"{v} {n}/{len(pods)}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
     return status.model_copy(
         update={
             "current_version": current,
             "last_good_version": good,
             "ready_pods": f"{on_target}/{len(pods)}",
+            "serving": serving_text or "no pods",
             "conditions": conds,
         }
     )

@@ -150,14 +150,23 @@ def test_ready_and_rolled_back_predicates() -> None:
     assert not is_ready_on(stale, "v2", 3), "a status of an older generation does not count"
     assert not is_ready_on(None, "v2", 3)
 
-    back = model(conditions=ready, currentVersion="v2", rollout={"version": "v3", "phase": "RolledBack"})
+    stalled = [
+        {"type": "Ready", "status": "False", "reason": "RolledBack"},
+        {"type": "Stalled", "status": "True", "reason": "RolledBack"},
+    ]
+    back = model(conditions=stalled, currentVersion="v2", rollout={"version": "v3", "phase": "RolledBack"})
     assert rolled_back(back, "v3", "v2")
     assert not rolled_back(
-        model(conditions=ready, currentVersion="v2", rollout={"version": "v3", "phase": "RollingBack"}),
+        model(conditions=stalled, currentVersion="v2", rollout={"version": "v3", "phase": "RollingBack"}),
         "v3",
         "v2",
     )
-    assert condition(back, "Ready")["reason"] == "RolloutComplete" and condition(back, "Degraded") == {}
+    assert not rolled_back(
+        model(conditions=ready, currentVersion="v2", rollout={"version": "v3", "phase": "RolledBack"}),
+        "v3",
+        "v2",
+    ), "Ready True after a rollback would tell CI the target rolled out"
+    assert condition(back, "Ready")["reason"] == "RolledBack" and condition(back, "Degraded") == {}
 
 
 def test_answered_none_passes_only_when_the_broken_version_served_nothing() -> None:

@@ -389,7 +389,8 @@ async def broken_canary_never_serves(fleet: Fleet) -> LoadReport:
 
 
 async def _assert_rolled_back(fleet: Fleet, st: RerankerModelStatus, good: str) -> None:
-    assert cond(st, "Ready")[:2] == ("True", "RolledBack")
+    assert cond(st, "Ready")[:2] == ("False", "RolledBack")
+    assert cond(st, "Stalled")[:2] == ("True", "RolledBack")
     assert cond(st, "Degraded")[:2] == ("True", "RolloutFailed")
     assert st.last_good_version == good and st.current_version == good
     assert st.history[-1].result is HistoryResult.ROLLED_BACK

@@ -32,6 +32,9 @@ def test_first_rollout_onto_empty_pods_and_boot_configmap() -> None:
     assert sim.boot is not None and sim.boot.version == "v1"
     assert cond_of(sim, cond.READY) == ("True", "RolloutComplete")
     assert cond_of(sim, cond.PROGRESSING)[0] == "False"
+    assert cond_of(sim, cond.RECONCILING)[0] == "False"
+    assert cond_of(sim, cond.STALLED)[0] == "False"
+    assert sim.status.serving == "v1 3/3"
     assert cond_of(sim, cond.DEGRADED)[0] == "False"
     assert [h.result for h in sim.status.history] == [HistoryResult.SUCCEEDED]
     assert sim.status.ready_pods == "3/3"
@@ -77,7 +80,11 @@ def test_verify_failure_on_pod_2_rolls_back_pods_1_and_2_and_is_not_retried() ->
     assert r.failure is not None and (r.failure.pod, r.failure.step) == ("pod-2", Step.VERIFY)
     assert "ranked first" in r.failure.reason
     assert cond_of(sim, cond.DEGRADED) == ("True", "RolloutFailed")
-    assert cond_of(sim, cond.READY) == ("True", "RolledBack")
+    # kstatus: v3 is not served, so not Ready; Stalled until the spec changes; nothing reconciling.
+    assert cond_of(sim, cond.READY) == ("False", "RolledBack")
+    assert cond_of(sim, cond.STALLED) == ("True", "RolledBack")
+    assert cond_of(sim, cond.RECONCILING)[0] == "False"
+    assert sim.status.serving == "v1 3/3"
     assert sim.status.history[-1].result is HistoryResult.ROLLED_BACK
     assert sim.status.last_good_version == "v1" and sim.boot is not None and sim.boot.version == "v1"
     # Settled: more iterations do nothing (v3 is not retried until the spec changes).
@@ -161,6 +168,7 @@ def test_automatic_rollback_off_holds() -> None:
     assert [p.active for p in sim.pods.values()] == ["v3", "v3", "v1"]
     assert sim.status.rollout is not None and sim.status.rollout.phase is Phase.HOLDING
     assert cond_of(sim, cond.READY) == ("False", "RolloutHeld")
+    assert cond_of(sim, cond.STALLED) == ("True", "RolloutHeld")
     assert sim.status.history[-1].result is HistoryResult.FAILED
     assert {p.name: p.state for p in sim.status.pods}["pod-1"] is PodState.HELD
 
@@ -388,3 +396,26 @@ def test_rollback_target_undoes_the_latest_change() -> None:
     sim.run()
     target = rollback_target(sim.spec, sim.status, "true")
     assert target is not None and target.version == "v3"
+
+
+def test_kstatus_conditions_while_moving_and_rolling_back() -> None:
+    sim = Sim(spec=make_spec("v3"), pods=fleet(3), boot=boot_ref("v1"))
+    sim.failures[("pod-2", Step.VERIFY, "v3")] = "bad"
+    seen: list[tuple[str, str, str, str]] = []
+    for _ in range(60):
+        sim.step()
+        seen.append(
+            (cond_of(sim, cond.READY)[0], cond_of(sim, cond.RECONCILING)[0], cond_of(sim, cond.STALLED)[0],
+             sim.status.rollout.phase.value if sim.status.rollout else "")
+        )  # fmt: skip
+    assert all(ready == "False" for ready, *_ in seen), "Ready never True: v3 is never served by every pod"
+    assert ("False", "True", "False", "Activating") in seen
+    assert seen[-1] == ("False", "False", "True", "RolledBack")
+    for c in sim.status.conditions:
+        assert c.observed_generation == 1
+    assert sim.status.observed_generation == 1
+    # A new spec clears Stalled and the fleet becomes Ready on it.
+    sim.spec = make_spec("v4")
+    sim.run()
+    assert cond_of(sim, cond.READY) == ("True", "RolloutComplete")
+    assert cond_of(sim, cond.STALLED)[0] == "False"

@@ -27,6 +27,7 @@ def test_set_condition_moves_transition_time_only_on_a_flip() -> None:
     c4 = cond.set_condition(c3, cond.DEGRADED, False, "AsExpected", "", now="t4")
     c4 = cond.set_condition(c4, cond.PROGRESSING, False, "RolloutComplete", "", now="t4")
     assert [c.type for c in c4] == [cond.READY, cond.PROGRESSING, cond.DEGRADED]
+    assert cond.TYPES == (cond.READY, cond.RECONCILING, cond.STALLED, cond.PROGRESSING, cond.DEGRADED)
     assert cond.is_true(c4, cond.READY) and not cond.is_true(c4, cond.DEGRADED)
 
 
