@@ -108,6 +108,17 @@ async def sleep_or_wake(event: asyncio.Event, delay: float) -> None:
             await event.wait()
 
 
+def boot_payload(ref: VersionRef) -> str | None:
+    """The boot ConfigMap's ``boot.json`` for ``ref``, exactly as written (None: no source known)."""
+    if ref.source is None:
+        return None
+    source = {"uri": ref.source.uri}
+    sha = ref.source.sha256 or ref.digest
+    if sha:
+        source["sha256"] = sha
+    return json.dumps({"version": ref.version, "source": source}, sort_keys=True)
+
+
 class Superseded(Exception):
     """The spec changed (or the resource went away) while actions ran."""
 
@@ -163,7 +174,7 @@ class Reconciler:
             return 0.0
         pods = await self.observe(spec)
         boot_name = names.boot_configmap(self.name, spec.boot_config_map)
-        boot = await self.read_boot(boot_name)
+        boot, boot_raw = await self.read_boot(boot_name)
         decision = plan(
             PlanInput(
                 spec=spec,
@@ -177,8 +188,11 @@ class Reconciler:
             )
         )
         # The boot ConfigMap first: once status says a version is last-good, new pods boot on it.
-        if decision.boot is not None and decision.boot != boot:
-            await self.write_boot(boot_name, decision.boot)
+        # Compared as written (the digest goes into source.sha256, so a parsed ref never equals the
+        # wanted one): a settled resource makes no write.
+        wanted = boot_payload(decision.boot) if decision.boot is not None else None
+        if wanted is not None and wanted != boot_raw:
+            await self.write_boot(boot_name, decision.boot, exists=boot_raw is not None)
         await self.write_status(obj.get("status") or {}, decision.status)
         await self.post_events(obj, decision.events)
         if decision.actions:
@@ -379,26 +393,24 @@ class Reconciler:
             except (TimeoutError, KubeError, aiohttp.ClientError) as exc:  # events are best effort
                 self.log.warning(f"could not post event {event.reason}: {exc}")
 
-    async def read_boot(self, name: str) -> VersionRef | None:
+    async def read_boot(self, name: str) -> tuple[VersionRef | None, str | None]:
+        """The boot ConfigMap's ref (None: absent) and its raw ``boot.json`` ("" when absent there)."""
         cm = await self.rt.kube.get(names.core_path("configmaps", self.namespace, name))
         if cm is None:
-            return None
+            return None, None
+        raw = (cm.get("data") or {}).get(names.BOOT_KEY, "")
         try:
-            raw = json.loads((cm.get("data") or {}).get(names.BOOT_KEY, ""))
-            return VersionRef.model_validate(raw)
+            return VersionRef.model_validate(json.loads(raw)), raw
         except (ValueError, ValidationError):
-            return VersionRef(version="")  # present but unreadable: rewritten with last-good
+            return VersionRef(version=""), raw  # present but unreadable: rewritten with last-good
 
-    async def write_boot(self, name: str, ref: VersionRef) -> None:
-        if ref.source is None:
+    async def write_boot(self, name: str, ref: VersionRef | None, *, exists: bool) -> None:
+        payload = boot_payload(ref) if ref is not None else None
+        if ref is None or payload is None:
             return  # a boot file without a source is useless to a pod that lost its disk
-        source = {"uri": ref.source.uri}
-        sha = ref.source.sha256 or ref.digest
-        if sha:
-            source["sha256"] = sha
-        data = {names.BOOT_KEY: json.dumps({"version": ref.version, "source": source}, sort_keys=True)}
+        data = {names.BOOT_KEY: payload}
         path = names.core_path("configmaps", self.namespace, name)
-        if await self.rt.kube.get(path) is None:
+        if not exists:
             body = {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
