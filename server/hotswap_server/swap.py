@@ -97,9 +97,9 @@ def device_copy(module: torch.nn.Module, device: torch.device) -> torch.nn.Modul
     memo: dict[int, Any] = {}
     with torch.no_grad():
         for p in module.parameters():
-            memo[id(p)] = torch.nn.Parameter(p.detach().to(device), requires_grad=False)
+            memo[id(p)] = torch.nn.Parameter(p.detach().to(device, copy=True), requires_grad=False)
         for b in module.buffers():
-            memo[id(b)] = b.detach().to(device)
+            memo[id(b)] = b.detach().to(device, copy=True)
     return copy.deepcopy(module, memo)
 
 

@@ -3,6 +3,7 @@ as live traffic; a staged (or previous) version on its own copy, never the live 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +98,22 @@ async def test_lone_surrogates_are_cleaned(make_clients: Any) -> None:
     assert status == 200, body
     first, second = body["cases"][0]["scores"]
     assert first == pytest.approx(second, abs=1e-5)
+
+
+def test_device_copy_is_independent_and_equal(testmodels_dir: Path) -> None:
+    """The CUDA path's copy, exercised on CPU: same outputs, own tensors, the source untouched."""
+    import torch
+    from hotswap_server.modelload import load_version
+    from hotswap_server.scoring import runner_for
+    from hotswap_server.swap import device_copy
+
+    loaded = load_version("v1", testmodels_dir / "tiny-xlmr-v1", torch.float32)
+    copy = device_copy(loaded.module, torch.device("cpu"))
+    source_ptrs = {p.data_ptr() for p in loaded.module.parameters()}
+    assert not source_ptrs & {p.data_ptr() for p in copy.parameters()}
+    q, d = ["what is a reranker?"] * 2, ["A reranker scores pairs.", "Bananas."]
+    want, _ = runner_for(loaded).score(q, d)
+    got, _ = runner_for(replace(loaded, module=copy)).score(q, d)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    tied = [n for n, p in copy.named_parameters(remove_duplicate=False)]
+    assert len(tied) == len(list(loaded.module.named_parameters(remove_duplicate=False)))
