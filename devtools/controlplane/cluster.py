@@ -229,8 +229,11 @@ class ControlPlane:
             "--enable-admission-plugins=NodeRestriction",
             "--allow-privileged=true",
             "--profiling=false",
-            # Requests in flight get this long to finish on SIGTERM; watches are closed at once.
+            # On SIGTERM: stop listening at once (no load balancer to drain), end the watches
+            # (their clients reconnect and resume from their resourceVersion), then exit. Without
+            # the watch grace period the open watches hold the process for --request-timeout (60 s).
             "--shutdown-delay-duration=0s",
+            "--shutdown-watch-termination-grace-period=5s",
         ]
 
     def _controller_manager_argv(self, kubeconfig: Path) -> list[str]:
@@ -314,7 +317,9 @@ class ControlPlane:
                 # A new node carries the not-ready NoSchedule taint until the node-lifecycle
                 # controller has seen it Ready: waiting for that here spares every test a first
                 # pod that sits unschedulable for the scheduler's back-off.
-                taints = [t for t in node.get("spec", {}).get("taints", []) if t.get("effect") == "NoSchedule"]
+                taints = [
+                    t for t in node.get("spec", {}).get("taints", []) if t.get("effect") == "NoSchedule"
+                ]
                 return conds.get("Ready") == "True" and not taints
             return True
 

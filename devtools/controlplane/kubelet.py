@@ -118,11 +118,11 @@ class Kubelet:
         await asyncio.gather(
             *(p.terminate(min(grace, p.grace_period())) for p in pods), return_exceptions=True
         )
-        for p in pods:
-            for task in p._tasks:
-                task.cancel()
-        for task in list(self._background):
+        await asyncio.gather(*(p.finish() for p in pods), return_exceptions=True)
+        background = list(self._background)
+        for task in background:
             task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await self.api.close()
 
     def pod(self, namespace: str, name: str) -> PodRuntime | None:

@@ -114,7 +114,7 @@ async def test_crd_cel_rule_refuses_a_bad_object_with_the_rules_message(cp: Cont
         )
         return any(
             c["type"] == "Established" and c["status"] == "True"
-            for c in got.get("status", {}).get("conditions", [])
+            for c in (got.get("status") or {}).get("conditions") or []
         )
 
     await wait_until(established, timeout=20, what="CRD Established")
@@ -277,6 +277,95 @@ async def test_serviceaccount_token_in_a_pod_meets_rbac(cp: ControlPlane) -> Non
     assert token_dirs and (token_dirs[0] / "token").read_text().count(".") == 2
 
 
+async def test_pod_init_containers_volumes_and_env_value_from(cp: ControlPlane) -> None:
+    client = cp.client()
+    ns = await _namespace(client)
+    await client.create(
+        f"/api/v1/namespaces/{ns}/secrets",
+        {
+            "metadata": {"name": "creds"},
+            "stringData": {"password": "s3cret"},
+        },
+    )
+    await client.create(
+        f"/api/v1/namespaces/{ns}/configmaps",
+        {
+            "metadata": {"name": "settings"},
+            "data": {"mode": "blue"},
+        },
+    )
+    script = (
+        "import os, time\n"
+        "print('env', os.environ['FROM_SECRET'], os.environ['FROM_CM'], os.environ['NS'], flush=True)\n"
+        "print('init', open('/work/init.txt').read().strip(), flush=True)\n"
+        "print('secret', open('/etc/secret/password').read(), flush=True)\n"
+        "while True:\n"
+        "    print('mode', open('/etc/config/mode').read(), flush=True)\n"
+        "    time.sleep(0.3)\n"
+    )
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "volumes"},
+        "spec": {
+            "initContainers": [
+                {
+                    "name": "init",
+                    "image": "busybox",
+                    "command": ["sh", "-c", "echo init-done > /work/init.txt"],
+                    "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+                }
+            ],
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "python:3.11",
+                    "command": ["python", "-c", script],
+                    "env": [
+                        {
+                            "name": "FROM_SECRET",
+                            "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}},
+                        },
+                        {
+                            "name": "FROM_CM",
+                            "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}},
+                        },
+                        {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                    ],
+                    "readinessProbe": {
+                        "exec": {"command": ["test", "-f", "/work/init.txt"]},
+                        "periodSeconds": 1,
+                    },
+                    "volumeMounts": [
+                        {"name": "work", "mountPath": "/work"},
+                        {"name": "secret", "mountPath": "/etc/secret", "readOnly": True},
+                        {"name": "config", "mountPath": "/etc/config", "readOnly": True},
+                    ],
+                }
+            ],
+            "volumes": [
+                {"name": "work", "emptyDir": {}},
+                {"name": "secret", "secret": {"secretName": "creds", "defaultMode": 0o440}},
+                {"name": "config", "configMap": {"name": "settings"}},
+            ],
+        },
+    }
+    await client.create(f"/api/v1/namespaces/{ns}/pods", pod)
+    await wait_until(lambda: _ready_pod(client, ns, "volumes"), timeout=30, what="pod Ready")
+    got = await _pod(client, ns, "volumes")
+    assert got["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    text = await _log_text(cp, ns, "volumes", "main")
+    assert f"env s3cret blue {ns}" in text
+    assert "init init-done" in text and "secret s3cret" in text
+    # A ConfigMap change reaches the mounted file (the boot ConfigMap relies on it).
+    await client.patch(f"/api/v1/namespaces/{ns}/configmaps/settings", {"data": {"mode": "green"}})
+
+    async def green() -> bool:
+        return "mode green" in await _log_text(cp, ns, "volumes", "main")
+
+    await wait_until(green, timeout=15, what="the new ConfigMap value in the volume")
+
+
 async def test_deleting_a_pod_sigterms_its_process_then_removes_the_object(cp: ControlPlane) -> None:
     client = cp.client()
     ns = await _namespace(client)
@@ -305,6 +394,8 @@ async def test_deleting_a_pod_sigterms_its_process_then_removes_the_object(cp: C
     runtime = cp.kubelet.pod(ns, "graceful")
     assert runtime is not None and runtime.containers[0].proc is not None
     pid = runtime.containers[0].proc.pid
+    log = cp.kubelet.log_path(ns, "graceful", "main")  # the runtime goes with the pod
+    assert log is not None
     t0 = time.monotonic()
     await client.delete(f"/api/v1/namespaces/{ns}/pods/graceful")
 
@@ -317,7 +408,7 @@ async def test_deleting_a_pod_sigterms_its_process_then_removes_the_object(cp: C
 
     await wait_until(gone, timeout=15, what="the pod object deleted by the kubelet")
     assert time.monotonic() - t0 < 15  # it exited on SIGTERM, not at the end of the 20 s grace
-    assert "got SIGTERM" in await _log_text(cp, ns, "graceful", "main")
+    assert "got SIGTERM" in log.read_text()
     assert pid is not None and not Path(f"/proc/{pid}").exists()
 
 
