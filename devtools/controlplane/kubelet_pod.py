@@ -29,6 +29,7 @@ from devtools.controlplane.kubelet_env import (
 )
 from devtools.controlplane.kubelet_probes import HandlerContext, run_handler
 from devtools.controlplane.kubelet_volumes import VolumeError, Volumes
+from devtools.controlplane.network import PodAddress
 from devtools.controlplane.procs import Proc
 
 if TYPE_CHECKING:
@@ -88,15 +89,15 @@ class Container:
     async def _prepare(self) -> tuple[list[str], dict[str, str]]:
         pod, kubelet = self.pod, self.pod.kubelet
         cfg = kubelet.config
-        assert pod.volumes is not None and pod.ip is not None
+        assert pod.volumes is not None and pod.ip is not None and pod.local_ip is not None
         # Env first (subPathExpr may use it), then mounts, then the env again with the paths remapped.
         lookup = pod.lookup
 
         base = kubelet.base_env(pod)
-        plain = Rewriter({}, pod.ip)
+        plain = Rewriter({}, pod.local_ip)
         env = await _with_lookup(pod, self.spec, base, plain, lookup)
         mounts = pod.volumes.mounts(self.spec, env)
-        rewrite = Rewriter(mounts, pod.ip)
+        rewrite = Rewriter(mounts, pod.local_ip)
         container_dir = pod.dir / "containers" / self.name
         container_dir.mkdir(parents=True, exist_ok=True)
         tmp = mounts.get("/tmp") or (container_dir / "tmp")
@@ -351,7 +352,7 @@ async def _with_lookup(
         return obj[key]
 
     return container_env(
-        pod.pod,
+        pod.inside_view(),
         spec,
         base=base,
         lookup=sync_lookup,
@@ -370,7 +371,10 @@ class PodRuntime:
         self.name: str = meta["name"]
         self.key = f"{self.namespace}/{self.name}"
         self.dir: Path = kubelet.root / "pods" / f"{self.namespace}_{self.name}_{self.uid[:8]}"
+        # The pod IP (API, clients, probes) and the pod's own loopback address (see network.py).
+        self.addr: PodAddress | None = None
         self.ip: str | None = None
+        self.local_ip: str | None = None
         self.volumes: Volumes | None = None
         self.init_containers = [Container(self, c, init=True) for c in self.spec.get("initContainers", [])]
         self.containers = [Container(self, c, init=False) for c in self.spec.get("containers", [])]
@@ -432,6 +436,13 @@ class PodRuntime:
             path, server=self.kubelet.cp.url, ca=ca, user="serviceaccount", token=token, namespace=ns
         )
 
+    def inside_view(self) -> JSON:
+        """The pod object as the pod itself sees it: its IP is its local address (what it binds)."""
+        status = {**self.pod.get("status", {})}
+        if self.local_ip is not None:
+            status["podIP"], status["podIPs"] = self.local_ip, [{"ip": self.local_ip}]
+        return {**self.pod, "status": status}
+
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -447,7 +458,8 @@ class PodRuntime:
         self.pod = {**pod, "status": status}
 
     async def _run(self) -> None:
-        self.ip = self.kubelet.network.allocate()
+        self.addr = self.kubelet.network.allocate()
+        self.ip, self.local_ip = self.addr.ip, self.addr.local
         status = self.pod.setdefault("status", {})
         status.update(
             {
@@ -536,9 +548,9 @@ class PodRuntime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self.ip is not None:
-            self.kubelet.network.release(self.ip)
-            self.ip = None
+        if self.addr is not None:
+            self.kubelet.network.release(self.addr)
+            self.addr = None
         self.deleted.set()
 
     # -- status ----------------------------------------------------------------------------------

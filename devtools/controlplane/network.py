@@ -1,15 +1,26 @@
-"""Pod addresses without containers: one local address per pod, taken from a range this host owns.
+"""Pod addresses without containers or network namespaces.
 
-Kubernetes refuses loopback addresses (127.0.0.0/8) in EndpointSlices and Endpoints
-(``ValidateEndpointIP``), so pods on 127.x addresses would run but no Service would ever list
-them. When the harness may change routes (root or CAP_NET_ADMIN), it adds one *local* route for
-a /24 of 198.18.0.0/15 (RFC 2544: reserved for benchmarking, never routed on the internet) to
-the loopback device, exactly as the kernel's own ``local 127.0.0.0/8 dev lo`` route: every address
-of the /24 is then this host's, bindable and reachable, with no per-pod configuration. Otherwise
-it falls back to 127.x addresses and says that EndpointSlices will be refused.
+A pod has two addresses here, as it has two in a cluster:
 
-The /24 is chosen with a lock file per range (concurrent harnesses never share one) and the route
-is removed on stop, or by the watchdog (procs.WATCHDOG) if the harness is killed.
+* its **local address**, 127.M.0.K: what ``127.0.0.1``, ``localhost`` and ``0.0.0.0`` in its spec
+  become, and what it sees as its own IP (``fieldRef: status.podIP`` in its env). It is a loopback
+  address, like the pod's own loopback in its network namespace, so a server that insists on
+  binding its admin plane to loopback (hotswap-server does) is satisfied, and every pod can bind
+  the same ports.
+* its **pod IP**, what the API server holds in ``status.podIP`` and EndpointSlices list. Kubernetes
+  refuses loopback addresses there (``ValidateEndpointIP``), so when the harness may change the
+  host's network (root or CAP_NET_ADMIN, and the ``nft`` tool from Debian's ``nftables``), pod
+  IPs come from a /24 of 198.18.0.0/15 (RFC 2544: reserved for benchmarking, never routed on the
+  internet): one ``local`` route makes the whole /24 this host's (like the kernel's own
+  ``local 127.0.0.0/8`` route), and one nftables NAT map sends 198.18.N.K to 127.M.0.K, so whoever
+  connects to a pod IP reaches what the pod bound on its local address. That is what a pod
+  network does: the pod IP reaches the pod.
+
+Without that privilege (mode ``loopback``), pod IP = local address = 127.M.0.K: everything runs,
+but the API server refuses those addresses in EndpointSlices, so Services list no endpoints.
+
+Ranges are chosen with a lock file each (concurrent harnesses never share one); the route and the
+NAT table are removed on close, or by the watchdog (procs.WATCHDOG) if the harness is killed.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ import fcntl
 import ipaddress
 import logging
 import os
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -36,43 +48,50 @@ class NetworkError(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class PodAddress:
+    ip: str  # the pod IP, as the API server and every client see it
+    local: str  # the pod's own (loopback) address: what the pod binds and calls itself
+
+
 @dataclass
 class PodNetwork:
-    """A /24 of pod addresses: ``.1`` is the node, ``.2``..``.254`` are handed to pods."""
+    """Addresses .2 to .254 of a /24 handed to pods; .1 is the node's."""
 
-    prefix: str  # e.g. "198.18.7." or "127.77.7."
-    routed: bool  # True: a local route of 198.18.x.0/24 (EndpointSlices work); False: loopback
-    _lock: IO[bytes] | None = None
+    local_prefix: str  # "127.M.0."
+    routed_prefix: str | None = None  # "198.18.N." when routed, else None
+    _locks: list[IO[bytes]] = field(default_factory=list)
     _free: list[int] = field(default_factory=lambda: list(range(2, 255)))
-    _route: list[str] | None = None
+    _undo: list[list[str]] = field(default_factory=list)
+
+    @property
+    def routed(self) -> bool:
+        return self.routed_prefix is not None
 
     @property
     def node_ip(self) -> str:
-        return self.prefix + "1"
+        return (self.routed_prefix or self.local_prefix) + "1"
 
-    @property
-    def cidr(self) -> str:
-        return self.prefix + "0/24"
-
-    def allocate(self) -> str:
+    def allocate(self) -> PodAddress:
         if not self._free:
-            raise NetworkError(f"no free pod address left in {self.cidr}")
-        return self.prefix + str(self._free.pop(0))
+            raise NetworkError("no free pod address left (253 pods)")
+        last = self._free.pop(0)
+        local = self.local_prefix + str(last)
+        return PodAddress(ip=(self.routed_prefix + str(last)) if self.routed_prefix else local, local=local)
 
-    def release(self, ip: str) -> None:
-        if ip.startswith(self.prefix):
-            last = int(ip.rsplit(".", 1)[1])
-            if last not in self._free:
-                self._free.append(last)  # at the end: an address is reused as late as possible
+    def release(self, addr: PodAddress) -> None:
+        last = int(addr.local.rsplit(".", 1)[1])
+        if last not in self._free:
+            self._free.append(last)  # at the end: an address is reused as late as possible
 
     def close(self) -> None:
-        if self._route is not None:
-            subprocess.run(["ip", "route", "del", *self._route], capture_output=True, check=False)
-            WATCHDOG.forget_command(["ip", "route", "del", *self._route])
-            self._route = None
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
+        for argv in reversed(self._undo):
+            subprocess.run(argv, capture_output=True, check=False)
+            WATCHDOG.forget_command(argv)
+        self._undo.clear()
+        for lock in self._locks:
+            lock.close()
+        self._locks.clear()
 
 
 def _try_lock(name: str) -> IO[bytes] | None:
@@ -88,46 +107,96 @@ def _try_lock(name: str) -> IO[bytes] | None:
     return handle
 
 
-def _route_exists(cidr: str) -> bool:
+def _run(argv: list[str], stdin: str | None = None) -> str | None:
+    """None on success, else the error text."""
+    res = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+    return None if res.returncode == 0 else (res.stderr.strip() or f"{argv[0]}: exit {res.returncode}")
+
+
+def _local_range() -> tuple[str, IO[bytes]]:
+    for m in range(64, 250):
+        lock = _try_lock(f"127.{m}")
+        if lock is not None:
+            return f"127.{m}.0.", lock
+    raise NetworkError("no free 127.M.0.0/24 range for pod addresses")
+
+
+def _route_taken(cidr: str) -> bool:
     out = subprocess.run(
         ["ip", "-4", "route", "show", "table", "local", cidr], capture_output=True, text=True, check=False
     )
     return bool(out.stdout.strip())
 
 
+def _routed(net: PodNetwork) -> str | None:
+    """Make ``net`` routed; None on success, else why not."""
+    if shutil.which("ip") is None:
+        return "no `ip` command"
+    nft = shutil.which("nft")
+    if nft is None:
+        return "no `nft` command (Debian package nftables)"
+    for sub in ipaddress.ip_network("198.18.0.0/15").subnets(new_prefix=24):
+        cidr = str(sub)
+        lock = _try_lock(cidr.replace("/", "_"))
+        if lock is None:
+            continue
+        if _route_taken(cidr):  # not ours: leave it alone
+            lock.close()
+            continue
+        route = ["ip", "route", "add", "local", cidr, "dev", "lo", "table", "local"]
+        error = _run(route)
+        if error is not None:
+            lock.close()
+            return f"{' '.join(route)}: {error}"
+        net._locks.append(lock)
+        undo_route = ["ip", "route", "del", "local", cidr, "dev", "lo", "table", "local"]
+        WATCHDOG.on_exit(undo_route)
+        net._undo.append(undo_route)
+        prefix = cidr.rsplit(".", 1)[0] + "."
+        table = "hotswap_" + prefix.rstrip(".").replace(".", "_")
+        # A static map of the whole /24: no per-pod rule to add or forget.
+        elements = ", ".join(f"{prefix}{k} : {net.local_prefix}{k}" for k in range(1, 255))
+        ruleset = (
+            f"table ip {table} {{\n"
+            f"  map pods {{ type ipv4_addr : ipv4_addr; elements = {{ {elements} }} }}\n"
+            "  chain out { type nat hook output priority -100; policy accept; "
+            "dnat ip to ip daddr map @pods; }\n"
+            "}\n"
+        )
+        undo_table = [nft, "delete", "table", "ip", table]
+        _run(undo_table)  # a leftover of a killed harness whose watchdog was killed too
+        error = _run([nft, "-f", "-"], stdin=ruleset)
+        if error is not None:
+            return f"nft (NAT from pod IPs to local addresses): {error}"
+        WATCHDOG.on_exit(undo_table)
+        net._undo.append(undo_table)
+        net.routed_prefix = prefix
+        return None
+    return "no free 198.18.0.0/15 /24"
+
+
 def allocate(mode: str = "auto") -> PodNetwork:
-    """A pod network: ``routed`` (198.18.x.0/24; needs CAP_NET_ADMIN), ``loopback``, or ``auto``."""
+    """A pod network: ``routed`` (needs CAP_NET_ADMIN and nft), ``loopback``, or ``auto``."""
     if mode not in ("auto", "routed", "loopback"):
         raise ValueError(f"pod network mode must be auto, routed or loopback, not {mode!r}")
-    if mode in ("auto", "routed"):
-        net = ipaddress.ip_network("198.18.0.0/15")
-        errors = []
-        for sub in net.subnets(new_prefix=24):
-            cidr = str(sub)
-            lock = _try_lock(cidr.replace("/", "_"))
-            if lock is None:
-                continue
-            if _route_exists(cidr):  # someone else's (a harness from before the locks, or not ours)
-                lock.close()
-                continue
-            route = ["local", cidr, "dev", "lo", "table", "local"]
-            res = subprocess.run(["ip", "route", "add", *route], capture_output=True, text=True, check=False)
-            if res.returncode == 0:
-                WATCHDOG.on_exit(["ip", "route", "del", *route])
-                prefix = cidr.rsplit(".", 1)[0] + "."
-                return PodNetwork(prefix=prefix, routed=True, _lock=lock, _route=route)
-            lock.close()
-            errors.append(res.stderr.strip() or f"exit {res.returncode}")
-            break  # the same refusal (no privilege) would repeat for every range
-        if mode == "routed":
-            raise NetworkError(f"cannot add a local route for pod addresses: {'; '.join(errors)}")
-        log.warning(
-            "pod network: no privilege to add a local route (%s); using 127.x addresses, "
-            "so EndpointSlices will be refused by the API server",
-            "; ".join(errors) or "no free range",
-        )
-    for n in range(64, 250):
-        lock = _try_lock(f"127.{n}")
-        if lock is not None:
-            return PodNetwork(prefix=f"127.{n}.0.", routed=False, _lock=lock)
-    raise NetworkError("no free 127.N.0.0/24 range for pod addresses")
+    local_prefix, lock = _local_range()
+    net = PodNetwork(local_prefix=local_prefix, _locks=[lock])
+    if mode == "loopback":
+        return net
+    why = _routed(net)
+    if why is None:
+        return net
+    if mode == "routed":
+        net.close()
+        raise NetworkError(f"cannot route pod IPs: {why}")
+    if net._undo:
+        # Half done (the route, not the NAT): undo it, as the pod IPs would lead nowhere.
+        for argv in reversed(net._undo):
+            _run(argv)
+            WATCHDOG.forget_command(argv)
+        net._undo.clear()
+    log.warning(
+        "pod network: %s; pod IPs are loopback addresses, which the API server refuses in EndpointSlices",
+        why,
+    )
+    return net

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -191,8 +192,9 @@ async def test_deployment_replicaset_pod_runs_as_a_process_ready_behind_a_servic
         "Initialized",
         "PodScheduled",
     }
+    # The process bound what it sees as its IP (its local address); the pod IP reaches it.
     async with aiohttp.ClientSession() as session, session.get(f"http://{ip}:8000/") as resp:
-        assert resp.status == 200  # the process really listens on the pod's own address
+        assert resp.status == 200
 
     if not cp.network.routed:
         if REQUIRED:
@@ -491,15 +493,20 @@ def _alive(pid: int) -> bool:
     return st is not None and st[2] != "Z"
 
 
-def _local_routes() -> set[str]:
+def _host_network_state() -> set[str]:
+    """The pod-network routes and NAT tables on this host (a harness adds one of each)."""
     out = subprocess.run(
         ["ip", "-4", "route", "show", "table", "local"], capture_output=True, text=True, check=False
     )
-    return {line for line in out.stdout.splitlines() if "198.18." in line or "198.19." in line}
+    state = {line for line in out.stdout.splitlines() if "198.18." in line or "198.19." in line}
+    if shutil.which("nft"):
+        tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=False)
+        state |= {line for line in tables.stdout.splitlines() if "hotswap_" in line}
+    return state
 
 
 async def test_sigkill_of_the_harness_leaves_no_process_behind(tmp_path: Path) -> None:
-    routes_before = _local_routes()
+    network_before = _host_network_state()
     env = {**os.environ, "PYTHONPATH": str(REPO), "HOTSWAP_CONTROLPLANE_BIN": str(BIN_DIR)}
     with open(tmp_path / "harness.log", "wb") as harness_log:
         harness = await asyncio.create_subprocess_exec(
@@ -564,7 +571,7 @@ async def test_sigkill_of_the_harness_leaves_no_process_behind(tmp_path: Path) -
         await wait_until(all_gone, timeout=15, what="every process of the harness gone")
     survivors = {p: Path(f"/proc/{p}/cmdline").read_bytes()[:80] for p in tree if _alive(p)}
     assert not survivors, survivors
-    assert _local_routes() == routes_before  # the pod network's route is gone too
+    assert _host_network_state() == network_before  # the pod network's route and NAT are gone too
 
 
 def _server_port(kubeconfig: Path) -> str:
