@@ -123,7 +123,7 @@ build() {
   if ! (cd "$dir" && "${cmd[@]}") >"$out" 2>&1; then
     log "FAILED: $name"
     log "  in:      $dir"
-    log "  command: ${cmd[*]}"
+    log "  command: $(printf '%q ' "${cmd[@]}")"
     log "  GOFLAGS=$GOFLAGS CGO_ENABLED=$CGO_ENABLED"
     log "  last lines of its output:"
     tail -n 40 "$out" | sed 's/^/    /' >&2
@@ -134,7 +134,7 @@ build() {
   log "[$i/$total] $name built in $((SECONDS - t0)) s"
 }
 
-log "building $key into $dest (first time only; about 15-25 min on 2 cores, see docs/controlplane.md)"
+log "building $key into $dest (first time only: 15-30 min on 2 cores, see docs/controlplane.md)"
 mkdir -p "$work/bin"
 build etcd "$mod/etcd" go.etcd.io/etcd/server/v3 "" "-s -w"
 for b in kube-apiserver kube-controller-manager kube-scheduler; do
