@@ -8,9 +8,11 @@ operations run in the background and are polled through ``/v1/status``; one at a
 
     {"fail": [{"step": "canary", "version": "v3", "error": "document 1 ranked first, expected 0"}],
      "delay": {"stage": 0.5, "preload": 0.2, "activate": 0.05},
-     "errors": [{"version": "v4", "pods": ["reranker-0"], "every": 2}]}
+     "errors": [{"version": "v4", "pods": ["reranker-0"], "every": 2}],
+     "invert": ["v5"]}
 
-(``errors``: every Nth scoring request served by that version answers 500, for soak tests. Step
+(``invert``: those versions rank backwards — the lexical scores negated — in the data plane,
+verify and ``/v1/evaluate``; ``errors``: every Nth scoring request served by that version answers 500, for soak tests. Step
 names: see :meth:`FakePod.script_steps` — ``canary`` fails a version's canary wherever it is scored,
 staged or live; ``verify`` only the check after activation; ``quality`` the evaluate gate.)
 
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from hotswap_contract import ranking
 from hotswap_contract.admin import SwapResult
 from hotswap_contract.digest import folder_digest
 from hotswap_contract.wire import VERSION_HEADER
@@ -42,14 +45,22 @@ from hotswap_operator import timeutil
 from devtools.fakes.slots import ContractError, PodSlots
 
 log = logging.getLogger("fakepod")
-DEFAULT_DELAYS = {"stage": 0.15, "preload": 0.1, "activate": 0.02, "rollback": 0.02, "verify": 0.02}
+DEFAULT_DELAYS = {
+    "stage": 0.15,
+    "preload": 0.1,
+    "activate": 0.02,
+    "rollback": 0.02,
+    "verify": 0.02,
+    "evaluate": 0.05,
+}
 
 
 class OpError(Exception):
-    def __init__(self, message: str, error_type: str) -> None:
+    def __init__(self, message: str, error_type: str, result: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.error_type = error_type
+        self.result = result
 
 
 class FakePod:
@@ -170,6 +181,9 @@ class FakePod:
             op["state"] = "succeeded"
         except (OpError, ContractError) as exc:
             op.update(state="failed", error=exc.message, errorType=exc.error_type)
+            kept = getattr(exc, "result", None)
+            if kept is not None:
+                op["result"] = kept  # kept on failure, as the agent does (verify, evaluate)
         except Exception as exc:  # a fake must never wedge: report it
             log.exception("operation crashed")
             op.update(state="failed", error=f"internal: {exc}", errorType="internal")
@@ -244,7 +258,7 @@ class FakePod:
         if version and held != version:
             raise OpError(f"scored by version {held!r}, expected {version!r}", "verify_failed")
         for case in body.get("canary") or []:
-            scores = [score(case["query"], doc) for doc in case["documents"]]
+            scores = self.scores(held, case["query"], case["documents"])
             top = max(range(len(scores)), key=lambda i: scores[i])
             if case.get("expectTop") is not None and top != case["expectTop"]:
                 raise OpError(
@@ -252,6 +266,57 @@ class FakePod:
                     "canary_failed",
                 )
         return {"version": held, "ok": True, "target": "staged" if staged else "active"}
+
+    def scores(self, version: str | None, query: str, documents: list[Any]) -> list[float]:
+        """``version``'s scores: the lexical scorer, negated for a version the script's ``invert``
+        names (a model that loads and passes a one-case canary scripted away, but ranks worse)."""
+        values = [score(query, d) for d in documents]
+        if version is not None and version in self.script().get("invert", []):
+            return [-v for v in values]
+        return values
+
+    async def _evaluate(self, version: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The contract's ``/v1/evaluate``: the labelled set scored with ``version`` (staged, active or
+        previous) and with the active version; the gate applied when ``floor``/``maxDrop`` are given."""
+        held = {self.slots.staged, self.slots.active, self.slots.previous}
+        if version not in held:
+            raise OpError(
+                f"{version} is not loaded on the server (staged: {self.slots.staged})", "not_staged"
+            )
+        cases = body.get("set") or []
+        metric, k = body.get("metric", "ndcg"), body.get("k", 10)
+        relevance = [c["relevance"] for c in cases]
+
+        def measure(v: str) -> dict[str, Any]:
+            scored = [self.scores(v, c["query"], c["documents"]) for c in cases]
+            mean, per_case = ranking.set_metric(metric, scored, relevance, k)
+            return {"version": v, "score": round(mean, 6), "perCase": [round(x, 6) for x in per_case]}
+
+        candidate = measure(version)
+        active = self.slots.active
+        baseline = measure(active) if active is not None else None
+        delta = round(candidate["score"] - baseline["score"], 6) if baseline else None
+        problems = []
+        floor, max_drop = body.get("floor"), body.get("maxDrop")
+        if floor is not None and candidate["score"] < floor:
+            problems.append(f"{metric}@{k} {candidate['score']:.4f} is below the floor {floor}")
+        if max_drop is not None and delta is not None and -delta > max_drop:
+            problems.append(f"{metric}@{k} dropped {-delta:.4f} below {active} (maxDrop {max_drop})")
+        result = {
+            "version": version,
+            "metric": metric,
+            "k": k,
+            "candidate": candidate,
+            "baseline": baseline,
+            "delta": delta,
+            "floor": floor,
+            "maxDrop": max_drop,
+            "passed": not problems,
+            "problems": problems,
+        }
+        if problems:
+            raise OpError(f"quality gate failed for {version}: {problems[0]}", "quality_failed", result)
+        return result
 
     async def boot(self) -> None:
         if self.boot_file is None or not self.boot_file.exists():
@@ -327,7 +392,7 @@ def agent_app(pod: FakePod) -> web.Application:
     app[POD] = pod
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/status", status)
-    for kind in ("stage", "preload", "activate", "rollback", "verify"):
+    for kind in ("stage", "preload", "activate", "rollback", "verify", "evaluate"):
         app.router.add_post(f"/v1/{kind}", operation(kind))
     return app
 
@@ -344,7 +409,7 @@ def data_app(pod: FakePod) -> web.Application:
             return web.json_response({"error": "injected failure", "error_type": "internal"}, status=500)
         body = await request.json()
         docs = body.get("texts") or body.get("documents") or []
-        scores = [score(body.get("query", ""), d) for d in docs]
+        scores = pod.scores(version, body.get("query", ""), docs)
         pod.requests[(route, "200")] += 1
         headers = {VERSION_HEADER: version}
         if route == "/rerank":

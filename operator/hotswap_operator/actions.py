@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 
-from .models import CanaryCase, Source, Step
+from .models import CanaryCase, QualityGate, Source, Step
 
 
 class Kind(StrEnum):
@@ -25,6 +25,7 @@ class Kind(StrEnum):
     VERIFY_STAGED = "verify-staged"  # the canary on the staged weights, before activation
     VERIFY = "verify"
     SOAK = "soak"
+    EVALUATE = "evaluate"  # the quality gate on one pod's staged weights, once per rollout
 
 
 class Purpose(StrEnum):
@@ -47,6 +48,7 @@ class Action:
     sample_metrics: bool = False
     baseline: tuple[float, float] | None = None
     max_error_rate: float = 0.0
+    quality: QualityGate | None = None
     timeout: float = 300.0
 
     @property
@@ -58,6 +60,7 @@ class Action:
             Kind.VERIFY_STAGED: Step.VERIFY_STAGED,
             Kind.VERIFY: Step.VERIFY,
             Kind.SOAK: Step.SOAK,
+            Kind.EVALUATE: Step.QUALITY,
         }[self.kind]
 
 
@@ -72,6 +75,7 @@ class Outcome:
     digest: str | None = None
     swap: dict[str, Any] | None = None  # what the agent said of a swap: mode, pauseMs, fromVersion, via
     metrics: tuple[float, float] | None = None
+    quality: dict[str, Any] | None = None  # the agent's EvaluateResult (kept on a failed gate too)
 
 
 @dataclasses.dataclass(frozen=True)

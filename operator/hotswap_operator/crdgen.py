@@ -180,7 +180,10 @@ def _convert(node: dict[str, Any], defs: dict[str, Any], object_defaults: bool) 
         for name, sub in node["properties"].items():
             converted = _convert(sub, defs, object_defaults)
             optional_object = converted.get("type") == "object" and "properties" in converted
-            if object_defaults and name not in required and optional_object:
+            # Not for an object whose presence means something: one with required fields or rules
+            # an empty object would fail (rollout.quality, its configMapRef).
+            defaultable = not converted.get("required") and "x-kubernetes-validations" not in converted
+            if object_defaults and name not in required and optional_object and defaultable:
                 converted.setdefault("default", {})
             props[name] = converted
         node["properties"] = props

@@ -173,6 +173,69 @@ class Analysis(_Model):
     )
 
 
+class ConfigMapKeyRef(_Model):
+    name: str = Field(max_length=253, pattern=DNS1123_SUBDOMAIN, description="The ConfigMap's name.")
+    key: str = Field(
+        max_length=253,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        description="The key holding the set as JSON: a list of {query, documents, relevance}.",
+    )
+
+
+class QualityCase(_Model):
+    model_config = _cel(
+        ("size(self.relevance) == size(self.documents)", "one relevance grade per document"),
+        ("self.relevance.exists(r, r > 0.0)", "a case needs at least one relevant document"),
+    )
+
+    query: str = Field(min_length=1, max_length=4096, description="The query.")
+    documents: list[Annotated[str, Field(min_length=1, max_length=16384)]] = Field(
+        min_length=1, max_length=100, description="Candidate documents."
+    )
+    relevance: list[Annotated[float, Field(ge=0.0, le=100.0)]] = Field(
+        min_length=1,
+        max_length=100,
+        description="Graded relevance of each document (same order; 0: not relevant).",
+    )
+
+    @model_validator(mode="after")
+    def _aligned(self) -> QualityCase:
+        if len(self.relevance) != len(self.documents):
+            raise ValueError(f"{len(self.relevance)} relevance grades for {len(self.documents)} documents")
+        if not any(r > 0 for r in self.relevance):
+            raise ValueError("a case needs at least one relevant document (relevance > 0)")
+        return self
+
+
+class QualityGate(_Model):
+    """A ranking-quality gate: a labelled set scored with the staged weights and the current ones."""
+
+    model_config = _cel(
+        ("has(self.set) != has(self.configMapRef)", "give exactly one of set and configMapRef"),
+    )
+
+    cases: list[QualityCase] | None = Field(
+        default=None, alias="set", min_length=1, max_length=200, description="The labelled set, inline."
+    )
+    config_map_ref: ConfigMapKeyRef | None = Field(
+        default=None, description="The labelled set in a ConfigMap of the resource's namespace (JSON)."
+    )
+    metric: Literal["ndcg", "mrr"] = Field(default="ndcg", description="nDCG@k or MRR@k.")
+    k: int = Field(default=10, ge=1, le=100, description="The metric's cut-off.")
+    floor: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="The least score the new version may have."
+    )
+    max_drop: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="The most the score may drop below the current version's."
+    )
+
+    @model_validator(mode="after")
+    def _one_set(self) -> QualityGate:
+        if (self.cases is None) == (self.config_map_ref is None):
+            raise ValueError("give exactly one of set and configMapRef")
+        return self
+
+
 class RolloutSpec(_Model):
     prefetch: bool = Field(
         default=True, description="Stage and preload on every pod in parallel before swapping."
@@ -188,6 +251,10 @@ class RolloutSpec(_Model):
         default_factory=list, max_length=16, description="Pairs every swapped pod must score as expected."
     )
     analysis: Analysis = Field(default_factory=Analysis, description="Soak analysis after each pod.")
+    quality: QualityGate | None = Field(
+        default=None,
+        description="A ranking-quality gate, evaluated once per rollout on staged weights before any activation.",
+    )
 
 
 class RollbackSpec(_Model):
@@ -262,6 +329,7 @@ class Step(StrEnum):
     VERIFY = "Verify"
     SOAK = "Soak"
     ROLLBACK = "Rollback"
+    QUALITY = "QualityGate"
 
 
 class HistoryResult(StrEnum):
@@ -308,6 +376,24 @@ class CurrentStep(_StatusModel):
     baseline_errors: float | None = None
 
 
+class QualityScores(_StatusModel):
+    """What the quality gate measured: the new version's score and the current one's on the set."""
+
+    version: str
+    metric: str
+    k: int | None = None
+    candidate: float | None = Field(default=None, description="The new (staged) version's score.")
+    baseline: float | None = Field(default=None, description="The current (active) version's score.")
+    baseline_version: str | None = None
+    delta: float | None = None
+    floor: float | None = None
+    max_drop: float | None = None
+    passed: bool
+    problems: list[str] = Field(default_factory=list)
+    pod: str | None = None
+    at: Timestamp | None = None
+
+
 class RolloutStatus(_StatusModel):
     version: str
     spec_hash: str = Field(description="The spec this rollout belongs to; a new spec supersedes it.")
@@ -320,6 +406,7 @@ class RolloutStatus(_StatusModel):
     current: CurrentStep | None = None
     next_at: Timestamp | None = Field(default=None, description="No pod is swapped before this (pause).")
     failure: Failure | None = None
+    quality: QualityScores | None = Field(default=None, description="The quality gate's result.")
 
 
 class HistoryEntry(_StatusModel):
@@ -330,6 +417,7 @@ class HistoryEntry(_StatusModel):
     reason: str = ""
     started_at: Timestamp
     finished_at: Timestamp
+    quality: QualityScores | None = None
 
 
 class Condition(_StatusModel):

@@ -261,6 +261,9 @@ class _Planner:
         action = self._towards(pod, self.rollout.version, self._target_ref(), purpose)
         if action is None:  # no way to get the version (no source): reported in _towards
             return
+        if action.kind in (Kind.ACTIVATE, Kind.REACTIVATE) and self._quality_pending(purpose):
+            self._evaluate(pod)
+            return
         swapping = action.kind in (Kind.ACTIVATE, Kind.REACTIVATE)
         if action.kind is Kind.ACTIVATE:
             # Verify before exposure: the canary scored with the staged weights inside the pod's
@@ -274,6 +277,36 @@ class _Planner:
             self.rollout = self.rollout.model_copy(
                 update={"current": CurrentStep(pod=pod.name, step=action.step, since=self.now)}
             )
+
+    def _quality_pending(self, purpose: Purpose) -> bool:
+        """The spec has a quality gate this rollout has not passed yet (evaluated once per rollout:
+        the digest makes every pod's weights identical)."""
+        gate = self.spec.rollout.quality
+        q = self.rollout.quality
+        return (
+            purpose is Purpose.ROLLOUT
+            and gate is not None
+            and (q is None or q.version != self.rollout.version)
+        )
+
+    def _evaluate(self, pod: PodView) -> None:
+        """The quality gate on this pod's staged weights, before any pod is activated."""
+        self.actions.append(
+            Action(
+                kind=Kind.EVALUATE,
+                purpose=Purpose.ROLLOUT,
+                pod=pod.name,
+                ip=pod.ip or "",
+                version=self.rollout.version,
+                spec_hash=self.spec_hash,
+                quality=self.spec.rollout.quality,
+                timeout=float(self.spec.rollout.pod_timeout_seconds),
+            )
+        )
+        self._set_pod(pod, PodState.VERIFYING, "quality gate: scoring the labelled set")
+        self.rollout = self.rollout.model_copy(
+            update={"current": CurrentStep(pod=pod.name, step=Step.QUALITY, since=self.now)}
+        )
 
     def _soak_or_wait(self, pod: PodView, current: CurrentStep) -> None:
         """A verified pod soaks: wait out ``soakSeconds``, then check its error rate."""

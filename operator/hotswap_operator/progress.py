@@ -22,6 +22,7 @@ from .models import (
     Phase,
     PodState,
     PodStatus,
+    QualityScores,
     RerankerModelSpec,
     RerankerModelStatus,
     RolloutStatus,
@@ -62,11 +63,14 @@ def summarize(status: RerankerModelStatus, *, now: str, moving: bool = False) ->
     serving = r.version if r.phase is Phase.COMPLETE else good
     failed = r.phase in FAILED_PHASES
     target = status.target_version or r.version
+    gate_failed = failure is not None and failure.step is Step.QUALITY
     # kstatus: Ready only while spec.version is served by every selected pod and nothing moves.
     if not pods:
         put(cond.READY, False, "NoPods", "no running pod matches the selector")
     elif settled and r.phase is Phase.COMPLETE and current is not None and current == r.version:
         put(cond.READY, True, "RolloutComplete", f"all {len(pods)} pod(s) serve {current}")
+    elif failed and gate_failed:
+        put(cond.READY, False, "QualityGateFailed", f"{target} is not served: {failed_msg}")
     elif r.phase is Phase.HOLDING:
         put(cond.READY, False, "RolloutHeld", failed_msg)
     elif failed:
@@ -97,7 +101,9 @@ def summarize(status: RerankerModelStatus, *, now: str, moving: bool = False) ->
     put(cond.RECONCILING, reconciling, progressing.reason, progressing.message)
 
     # kstatus: Stalled while the operator will not retry until the spec changes.
-    if r.phase is Phase.HOLDING:
+    if failed and gate_failed:
+        put(cond.STALLED, True, "QualityGateFailed", failed_msg + "; change the spec to try again")
+    elif r.phase is Phase.HOLDING:
         put(cond.STALLED, True, "RolloutHeld", failed_msg + "; change the spec to try again")
     elif failed:
         put(cond.STALLED, True, "RolledBack", failed_msg + "; change the spec to try again")
@@ -108,7 +114,7 @@ def summarize(status: RerankerModelStatus, *, now: str, moving: bool = False) ->
         tail = (
             "; holding (automatic rollback off)" if r.phase is Phase.HOLDING else f"; rolled back to {good}"
         )
-        put(cond.DEGRADED, True, "RolloutFailed", failed_msg + tail)
+        put(cond.DEGRADED, True, "QualityGateFailed" if gate_failed else "RolloutFailed", failed_msg + tail)
     elif sick:
         put(cond.DEGRADED, True, "PodFailed", "; ".join(f"{p.name}: {p.message or p.state}" for p in sick))
     else:
@@ -164,6 +170,9 @@ def record(
     events: list[EventSpec] = []
     history = list(status.history)
     old = next((p for p in status.pods if p.name == action.pod), None)
+    if action.kind is Kind.EVALUATE:
+        r, evs = _quality(r, action, outcome, stamp)
+        events.extend(evs)
     if outcome.ok:
         r, (state, message, fields), evs = _advance(spec, r, action, outcome, now)
         events.extend(evs)
@@ -200,6 +209,51 @@ def record(
     return summarize(new, now=stamp), tuple(events)
 
 
+def _quality(
+    r: RolloutStatus, action: Action, outcome: Outcome, stamp: str
+) -> tuple[RolloutStatus, list[EventSpec]]:
+    """Record the quality gate's scores (passed or not) in the rollout, with an Event."""
+    res = outcome.quality
+    if not isinstance(res, dict):
+        return r, []
+    cand, base = res.get("candidate") or {}, res.get("baseline") or {}
+    scores = QualityScores(
+        version=action.version,
+        metric=str(res.get("metric") or (action.quality.metric if action.quality else "")),
+        k=res.get("k"),
+        candidate=cand.get("score"),
+        baseline=base.get("score"),
+        baseline_version=base.get("version"),
+        delta=res.get("delta"),
+        floor=res.get("floor"),
+        max_drop=res.get("maxDrop"),
+        passed=bool(res.get("passed")) and outcome.ok,
+        problems=[str(p) for p in res.get("problems") or []][:5],
+        pod=action.pod,
+        at=stamp,
+    )
+    text = describe_quality(scores)
+    if scores.passed:
+        event = EventSpec("Normal", "QualityGatePassed", text)
+    else:
+        event = EventSpec("Warning", "QualityGateFailed", text)
+    return r.model_copy(update={"quality": scores}), [event]
+
+
+def describe_quality(q: QualityScores) -> str:
+    def num(x: float | None) -> str:
+        return "-" if x is None else f"{x:.4f}"
+
+    at_k = f"@{q.k}" if q.k else ""
+    base = (
+        f"{q.baseline_version or 'current'} {num(q.baseline)}"
+        if q.baseline is not None
+        else "no current version"
+    )
+    verdict = "passed" if q.passed else "failed: " + ("; ".join(q.problems) or "below the gate")
+    return f"{q.version} {q.metric}{at_k} {num(q.candidate)} vs {base} on pod {q.pod}: {verdict}"
+
+
 def _advance(
     spec: RerankerModelSpec, r: RolloutStatus, action: Action, outcome: Outcome, now: datetime.datetime
 ) -> tuple[RolloutStatus, tuple[PodState, str, dict[str, Any]], list[EventSpec]]:
@@ -227,6 +281,8 @@ def _advance(
             r = r.model_copy(update={"current": CurrentStep(pod=pod, step=Step.VERIFY, since=stamp)})
         event = EventSpec("Normal", "Activated", f"Pod {pod} now serves {version} ({detail})")
         return r, (PodState.VERIFYING, "", {"last_swap": swap}), [event]
+    if action.kind is Kind.EVALUATE:
+        return r.model_copy(update={"current": None}), (PodState.PRELOADED, "quality gate passed", {}), []
     if action.kind is Kind.VERIFY_STAGED:
         if rolling:
             r = r.model_copy(update={"current": CurrentStep(pod=pod, step=Step.ACTIVATE, since=stamp)})
@@ -288,6 +344,7 @@ def fail_rollout(
 
 def history_entry(r: RolloutStatus, result: HistoryResult, reason: str, stamp: str) -> HistoryEntry:
     return HistoryEntry(
+        quality=r.quality,
         version=r.version,
         digest=r.digest,
         source=r.source,

@@ -36,6 +36,8 @@ from .models import (
     API_VERSION,
     KIND,
     LabelSelector,
+    QualityCase,
+    QualityGate,
     RerankerModelSpec,
     RerankerModelStatus,
     Step,
@@ -117,6 +119,10 @@ def boot_payload(ref: VersionRef) -> str | None:
     if sha:
         source["sha256"] = sha
     return json.dumps({"version": ref.version, "source": source}, sort_keys=True)
+
+
+class QualitySetError(Exception):
+    """The quality gate's labelled set cannot be read (a missing ConfigMap or key, bad JSON)."""
 
 
 class Superseded(Exception):
@@ -325,6 +331,8 @@ class Reconciler:
                 return Outcome(
                     ok=True, step=step, swap={k: result[k] for k in keys if result.get(k) is not None}
                 )
+            if action.kind is Kind.EVALUATE:
+                return await self._evaluate(action)
             if action.kind is Kind.VERIFY_STAGED:
                 canary = [c.wire() for c in action.canary]
                 body = {"canary": canary, "expectVersion": v, "staged": True}
@@ -337,9 +345,63 @@ class Reconciler:
                 return Outcome(ok=True, step=step, metrics=metrics)
             return await self._soak(action)
         except AgentError as exc:
+            failed: Any = getattr(exc, "result", None)
             return Outcome(
-                ok=False, step=step, error=exc.message, error_type=getattr(exc, "error_type", None)
+                ok=False,
+                step=step,
+                error=exc.message,
+                error_type=getattr(exc, "error_type", None),
+                quality=failed if action.kind is Kind.EVALUATE and isinstance(failed, dict) else None,
             )
+
+    async def _evaluate(self, action: Action) -> Outcome:
+        """The quality gate: the labelled set scored with the staged version and the active one."""
+        gate = action.quality
+        assert gate is not None
+        try:
+            cases = await self.quality_set(gate)
+        except QualitySetError as exc:
+            return Outcome(ok=False, step=Step.QUALITY, error=str(exc), error_type="quality_set_invalid")
+        body: dict[str, Any] = {"version": action.version, "set": cases, "metric": gate.metric, "k": gate.k}
+        if gate.floor is not None:
+            body["floor"] = gate.floor
+        if gate.max_drop is not None:
+            body["maxDrop"] = gate.max_drop
+        result = await self.rt.agents.run(action.ip, "evaluate", body, timeout=action.timeout)
+        if result.get("passed") is False:  # an agent that scored without gating: the gate is ours
+            problems = result.get("problems") or ["below the gate"]
+            return Outcome(
+                ok=False,
+                step=Step.QUALITY,
+                error=f"quality gate failed for {action.version}: {problems[0]}",
+                error_type="quality_failed",
+                quality=result,
+            )
+        return Outcome(ok=True, step=Step.QUALITY, quality=result)
+
+    async def quality_set(self, gate: QualityGate) -> list[dict[str, Any]]:
+        """The gate's labelled set: inline, or JSON under a key of a ConfigMap in this namespace."""
+        if gate.cases is not None:
+            return [c.wire() for c in gate.cases]
+        ref = gate.config_map_ref
+        assert ref is not None
+        cm = await self.rt.kube.get(names.core_path("configmaps", self.namespace, ref.name))
+        if cm is None:
+            raise QualitySetError(f"quality set: ConfigMap {ref.name} not found")
+        raw = (cm.get("data") or {}).get(ref.key)
+        if raw is None:
+            raise QualitySetError(f"quality set: ConfigMap {ref.name} has no key {ref.key}")
+        try:
+            data = json.loads(raw)
+            items: Any = data.get("set") if isinstance(data, dict) else data
+            cases = [QualityCase.model_validate(c) for c in items or []]
+        except (ValueError, TypeError, ValidationError) as exc:
+            raise QualitySetError(
+                f"quality set: {ref.name}/{ref.key} is not a list of cases: {exc}"
+            ) from None
+        if not cases:
+            raise QualitySetError(f"quality set: {ref.name}/{ref.key} holds no case")
+        return [c.wire() for c in cases]
 
     async def _soak(self, action: Action) -> Outcome:
         requests, errors = await self.rt.agents.server_metrics(action.ip)

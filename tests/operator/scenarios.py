@@ -91,6 +91,13 @@ class Fleet:
         self._script = script
         self.cluster.script_fakes(script)
 
+    def script_invert(self, version: str) -> None:
+        """Fake pods rank ``version`` backwards (a model that loads and passes a one-document canary)."""
+        script = getattr(self, "_script", {"fail": [], "errors": []})
+        script.setdefault("invert", []).append(version)
+        self._script = script
+        self.cluster.script_fakes(script)
+
     def script_errors(self, rule: dict[str, Any]) -> None:
         script = getattr(self, "_script", {"fail": [], "errors": []})
         script["errors"].append(rule)
@@ -385,6 +392,59 @@ async def broken_canary_never_serves(fleet: Fleet) -> LoadReport:
     assert await fleet.swaps() == before, "no pod swapped"
     assert set((await fleet.actives()).values()) == {"v1"}
     await _assert_rolled_back(fleet, st, "v1")
+    return report
+
+
+QUALITY_SET = [
+    {
+        "query": "how do neural networks learn from data",
+        "documents": [
+            "A ripe banana tastes sweet and fresh.",
+            "Neural networks learn from data: deep learning updates weights with backpropagation.",
+            "The football team won the match in extra time.",
+        ],
+        "relevance": [0, 2, 0],
+    },
+    {
+        "query": "football match result",
+        "documents": ["The football team won the match in extra time.", "A ripe banana tastes sweet."],
+        "relevance": [1, 0],
+    },
+]
+ONE_DOC_CANARY = {"query": "neural networks", "documents": ["Neural networks learn."], "expectTop": 0}
+
+
+async def quality_gate_blocks_a_worse_version(fleet: Fleet) -> LoadReport:
+    """A version that loads and passes its canary but ranks the labelled set worse is blocked by the
+    quality gate before any pod activates it (both scores in status and an Event); a good one passes."""
+    assert not fleet.real, "fake pods only: they can be told to rank a version backwards"
+    await fleet.baseline("v1")
+    before = await fleet.swaps()
+    fleet.script_invert("v5")
+    gate = {"set": QUALITY_SET, "metric": "ndcg", "k": 5, "maxDrop": 0.05}
+    rollout = {"quality": gate, "canary": [ONE_DOC_CANARY]}
+    async with fleet.cluster.load() as load:
+        await fleet.set_model("v5", fleet.publish("v5", "v2"), rollout=rollout)
+        st = await failed_and_settled(fleet, "v5")
+        report = load.report()
+    assert_no_failures(report)
+    assert report.by_version.get("v5", 0) == 0, report.by_version
+    assert await fleet.swaps() == before, "no pod activated v5"
+    r = st.rollout
+    assert r is not None and r.failure is not None and r.failure.step is Step.QUALITY, r
+    q = st.history[-1].quality
+    assert q is not None and not q.passed and q.candidate is not None and q.baseline == 1.0
+    assert q.candidate < q.baseline - 0.05 and q.baseline_version == "v1", q
+    assert r.quality == q
+    assert cond(st, "Ready")[:2] == ("False", "QualityGateFailed")
+    assert cond(st, "Stalled")[:2] == ("True", "QualityGateFailed")
+    events = [e for e in await fleet.cluster.events() if e["reason"] == "QualityGateFailed"]
+    assert events and f"{q.candidate:.4f}" in events[0]["message"], events
+    # A version that ranks as well passes the same gate and rolls out.
+    await fleet.set_model("v6", fleet.publish("v6", "v2"), rollout=rollout)
+    st = await fleet.cluster.wait_ready("v6", timeout=fleet.timeout * 2)
+    assert st.rollout is not None and st.rollout.quality is not None and st.rollout.quality.passed
+    assert st.history[-1].quality is not None and st.history[-1].quality.candidate == 1.0
     return report
 
 

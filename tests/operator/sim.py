@@ -88,6 +88,7 @@ class Sim:
     clock: int = 0  # increments on every activation: a global order
     crash_after: int | None = None  # drop the outcome of the Nth action from now
     last_plan: Plan | None = None
+    evaluations: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
     def step(self) -> Plan:
         p = plan(
@@ -166,6 +167,29 @@ class Sim:
             self.clock += 1
             pod.activations.append((v, self.clock))
             return Outcome(ok=True, step=action.step, swap={"mode": "inplace", "pauseMs": 3})
+        if action.kind is Kind.EVALUATE:
+            assert v in (pod.staged, pod.previous), f"evaluate {v} on {pod.name}: not loaded"
+            assert action.quality is not None
+            self.evaluations.append((pod.name, v))
+            err = fail(Step.QUALITY)
+            cand = 0.41 if err else 0.93
+            result = {
+                "version": v,
+                "metric": action.quality.metric,
+                "k": action.quality.k,
+                "candidate": {"version": v, "score": cand, "perCase": [cand]},
+                "baseline": {"version": pod.active, "score": 0.9, "perCase": [0.9]} if pod.active else None,
+                "delta": round(cand - 0.9, 4) if pod.active else None,
+                "maxDrop": action.quality.max_drop,
+                "floor": action.quality.floor,
+                "passed": not err,
+                "problems": [err] if err else [],
+            }
+            if err:
+                return Outcome(
+                    ok=False, step=Step.QUALITY, error=err, error_type="quality_failed", quality=result
+                )
+            return Outcome(ok=True, step=Step.QUALITY, quality=result)
         if action.kind is Kind.VERIFY_STAGED:
             assert pod.staged == v, f"verify staged {v} on {pod.name} but staged is {pod.staged}"
             pod.staged_verified.append(v)

@@ -419,3 +419,71 @@ def test_kstatus_conditions_while_moving_and_rolling_back() -> None:
     sim.run()
     assert cond_of(sim, cond.READY) == ("True", "RolloutComplete")
     assert cond_of(sim, cond.STALLED)[0] == "False"
+
+
+QUALITY = {
+    "set": [{"query": "neural networks", "documents": ["bananas", "deep learning"], "relevance": [0, 2]}],
+    "metric": "ndcg",
+    "k": 5,
+    "maxDrop": 0.05,
+}
+
+
+def test_quality_gate_runs_once_before_any_activation_and_records_both_scores() -> None:
+    sim = Sim(spec=make_spec("v2", rollout={"quality": QUALITY}), pods=fleet(3), boot=boot_ref("v1"))
+    sim.run()
+    assert sim.evaluations == [("pod-1", "v2")], "once per rollout, on one pod"
+    first_eval = next(i for i, a in enumerate(sim.actions) if a.kind is Kind.EVALUATE)
+    assert all(i > first_eval for i, a in enumerate(sim.actions) if a.kind is Kind.ACTIVATE)
+    assert [p.active for p in sim.pods.values()] == ["v2"] * 3
+    r = sim.status.rollout
+    assert r is not None and r.quality is not None and r.quality.passed
+    assert (r.quality.candidate, r.quality.baseline, r.quality.baseline_version) == (0.93, 0.9, "v1")
+    h = sim.status.history[-1]
+    assert h.result is HistoryResult.SUCCEEDED and h.quality is not None and h.quality.candidate == 0.93
+    passed = [e for e in sim.events if e.reason == "QualityGatePassed"]
+    assert len(passed) == 1 and "0.9300" in passed[0].message and "v1 0.9000" in passed[0].message
+
+
+def test_quality_gate_failure_blocks_the_rollout_before_any_pod_is_activated() -> None:
+    sim = Sim(spec=make_spec("v3", rollout={"quality": QUALITY}), pods=fleet(3), boot=boot_ref("v1"))
+    sim.failures[("*", Step.QUALITY, "v3")] = "ndcg@5 dropped 0.49 below v1 (maxDrop 0.05)"
+    sim.run()
+    assert activation_order(sim, "v3") == [] and all(not p.staged_verified for p in sim.pods.values())
+    r = sim.status.rollout
+    assert r is not None and r.failure is not None and r.failure.step is Step.QUALITY
+    assert r.quality is not None and not r.quality.passed
+    assert (r.quality.candidate, r.quality.baseline) == (0.41, 0.9)
+    h = sim.status.history[-1]
+    assert h.quality is not None and (h.quality.candidate, h.quality.baseline) == (0.41, 0.9)
+    assert cond_of(sim, cond.READY) == ("False", "QualityGateFailed")
+    assert cond_of(sim, cond.STALLED) == ("True", "QualityGateFailed")
+    failed = [e for e in sim.events if e.reason == "QualityGateFailed"]
+    assert len(failed) == 1 and failed[0].type == "Warning" and "0.4100" in failed[0].message
+    assert [p.active for p in sim.pods.values()] == ["v1"] * 3
+    before = len(sim.actions)
+    for _ in range(5):
+        sim.step()
+    assert len(sim.actions) == before, "not retried while the spec stays"
+
+
+def test_quality_gate_without_prefetch_is_evaluated_on_the_first_prepared_pod() -> None:
+    spec = make_spec("v2", rollout={"quality": QUALITY, "prefetch": False})
+    sim = Sim(spec=spec, pods=fleet(2), boot=boot_ref("v1"))
+    sim.run()
+    assert sim.evaluations == [("pod-1", "v2")]
+    assert [p.active for p in sim.pods.values()] == ["v2", "v2"]
+
+
+def test_quality_gate_spec_validation() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="exactly one"):
+        make_spec("v2", rollout={"quality": {"metric": "ndcg"}})
+    with pytest.raises(ValidationError, match="relevance grades"):
+        make_spec(
+            "v2", rollout={"quality": {"set": [{"query": "q", "documents": ["a"], "relevance": [1, 0]}]}}
+        )
+    spec = make_spec("v2", rollout={"quality": {"configMapRef": {"name": "golden", "key": "set.json"}}})
+    assert spec.rollout.quality is not None and spec.rollout.quality.config_map_ref is not None

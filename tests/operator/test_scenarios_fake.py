@@ -15,6 +15,7 @@ SCENARIOS = [
     scenarios.broken_nan,
     scenarios.broken_canary_on_second_pod,
     scenarios.broken_canary_never_serves,
+    scenarios.quality_gate_blocks_a_worse_version,
     scenarios.spec_change_mid_rollout,
     scenarios.operator_killed_mid_rollout,
     scenarios.pod_restarted_mid_rollout,

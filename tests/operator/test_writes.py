@@ -113,3 +113,26 @@ async def test_a_settled_resource_makes_no_api_writes() -> None:
     for _ in range(5):
         await loop.iterate()
     assert kube.writes == [], f"a settled resource wrote: {kube.writes}"
+
+
+async def test_quality_set_from_a_configmap() -> None:
+    import pytest
+    from hotswap_operator.models import QualityGate
+    from hotswap_operator.rollout import QualitySetError
+
+    kube = _world()
+    case = {"query": "q", "documents": ["a", "b"], "relevance": [0, 1]}
+    kube.objects[names.core_path("configmaps", NS, "golden")] = {"data": {"set.json": json.dumps([case])}}
+    kube.objects[names.core_path("configmaps", NS, "bad")] = {"data": {"set.json": '[{"query": "q"}]'}}
+    runtime = Runtime(config=Config(), kube=kube, agents=FakeAgents("v1"), session=None)  # type: ignore[arg-type]
+    loop = Reconciler(runtime, NS, NAME, logging.getLogger("test"))
+    gate = QualityGate.model_validate({"configMapRef": {"name": "golden", "key": "set.json"}})
+    assert await loop.quality_set(gate) == [{**case, "relevance": [0.0, 1.0]}]
+    for name, key, match in (
+        ("missing", "set.json", "not found"),
+        ("golden", "x", "no key"),
+        ("bad", "set.json", "not a list"),
+    ):
+        ref = QualityGate.model_validate({"configMapRef": {"name": name, "key": key}})
+        with pytest.raises(QualitySetError, match=match):
+            await loop.quality_set(ref)
