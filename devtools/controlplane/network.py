@@ -16,8 +16,16 @@ A pod has two addresses here, as it has two in a cluster:
   connects to a pod IP reaches what the pod bound on its local address. That is what a pod
   network does: the pod IP reaches the pod.
 
-Without that privilege (mode ``loopback``), pod IP = local address = 127.M.0.K: everything runs,
-but the API server refuses those addresses in EndpointSlices, so Services list no endpoints.
+The route and the NAT are made **only inside a network namespace the run created**
+(``scripts/netns-run.sh CMD``: ``unshare --net``, ``lo`` up, then CMD): this workplace allows test
+traffic to loopback addresses and to addresses inside such namespaces, never to any other address
+in the machine's own (root) namespace, even one a local route keeps on the machine. So
+:func:`in_run_netns` must hold (``/proc/self/ns/net`` is the namespace the wrapper made and
+announced in ``HOTSWAP_NETNS``, not the one it started from, nor pid 1's); anywhere else the
+harness refuses to touch routes or NAT, says why, and falls back to ``loopback``.
+
+Without that (mode ``loopback``), pod IP = local address = 127.M.0.K: everything runs, but the API
+server refuses those addresses in EndpointSlices, so Services list no endpoints.
 
 Ranges are chosen with a lock file each (concurrent harnesses never share one); the route and the
 NAT table are removed on close, or by the watchdog (procs.WATCHDOG) if the harness is killed.
@@ -128,8 +136,42 @@ def _route_taken(cidr: str) -> bool:
     return bool(out.stdout.strip())
 
 
+def _netns_inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:  # pid 1's is unreadable in some containers, even for root
+        return None
+
+
+def in_run_netns() -> str | None:
+    """None when this process is inside the network namespace scripts/netns-run.sh created, else why not.
+
+    The wrapper announces the new namespace's inode in ``HOTSWAP_NETNS`` and the one it started
+    from in ``HOTSWAP_NETNS_PARENT``; ours must be the former, differ from the latter, and differ
+    from pid 1's (the machine's root namespace) wherever that can be read.
+    """
+    own = _netns_inode("/proc/self/ns/net")
+    if own is None:
+        return "cannot read /proc/self/ns/net"
+    announced = os.environ.get("HOTSWAP_NETNS", "")
+    if announced != str(own):
+        return (
+            "not inside a network namespace made for this run (run it under scripts/netns-run.sh): "
+            "routes and NAT for pod IPs are never added to the machine's own namespace"
+        )
+    if os.environ.get("HOTSWAP_NETNS_PARENT", "") == str(own):
+        return "HOTSWAP_NETNS names the namespace netns-run.sh started from, not a new one"
+    root = _netns_inode("/proc/1/ns/net")
+    if root is not None and root == own:
+        return "this is pid 1's network namespace (the machine's own), not one made for this run"
+    return None
+
+
 def _routed(net: PodNetwork) -> str | None:
     """Make ``net`` routed; None on success, else why not."""
+    why = in_run_netns()
+    if why is not None:
+        return why
     if shutil.which("ip") is None:
         return "no `ip` command"
     nft = shutil.which("nft")
@@ -176,7 +218,8 @@ def _routed(net: PodNetwork) -> str | None:
 
 
 def allocate(mode: str = "auto") -> PodNetwork:
-    """A pod network: ``routed`` (needs CAP_NET_ADMIN and nft), ``loopback``, or ``auto``."""
+    """A pod network: ``routed`` (needs a network namespace of the run's own, CAP_NET_ADMIN
+    and nft), ``loopback``, or ``auto`` (routed where allowed and possible, else loopback)."""
     if mode not in ("auto", "routed", "loopback"):
         raise ValueError(f"pod network mode must be auto, routed or loopback, not {mode!r}")
     local_prefix, lock = _local_range()
