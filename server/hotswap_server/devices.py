@@ -71,10 +71,55 @@ def available_host_bytes() -> int:
 
 
 def device_free_bytes(placement: Placement) -> int:
+    """What a new allocation can use: on CUDA the driver's free memory plus the blocks torch's
+    caching allocator holds reserved but not allocated (``mem_get_info`` counts those as used);
+    on CPU the kernel's MemAvailable."""
     if placement.is_cuda:
         free, _total = torch.cuda.mem_get_info(placement.device)
-        return int(free)
+        reserved = torch.cuda.memory_reserved(placement.device)
+        allocated = torch.cuda.memory_allocated(placement.device)
+        return int(free) + max(0, int(reserved) - int(allocated))
     return available_host_bytes()
+
+
+# A second copy of the model fits only with this much of its size spare beside it, and beside
+# the activations of the forwards that keep running during a double swap.
+DOUBLE_HEADROOM = 1.2
+
+
+def activation_peak_bytes(placement: Placement) -> int:
+    """The most memory forwards have taken above the live weights since the last peak reset
+    (each swap resets it): ``max_memory_allocated - memory_allocated``. 0 on CPU."""
+    if not placement.is_cuda:
+        return 0
+    peak = torch.cuda.max_memory_allocated(placement.device)
+    return max(0, int(peak) - int(torch.cuda.memory_allocated(placement.device)))
+
+
+def double_fits(free_bytes: int, model_bytes: int, activation_peak: int) -> bool:
+    """The ``auto`` rule: a second copy is loaded beside the live one only when the memory free
+    for it (driver free + reserved-but-free) exceeds 1.2x its size plus the activation peak
+    forwards reached (they keep running while both copies are resident)."""
+    return free_bytes > model_bytes * DOUBLE_HEADROOM + activation_peak
+
+
+def has_room_for(placement: Placement, model_bytes: int) -> bool:
+    return double_fits(device_free_bytes(placement), model_bytes, activation_peak_bytes(placement))
+
+
+def reset_device_peak(placement: Placement) -> int | None:
+    """Reset the device's peak-allocation counter; returns what is allocated now (None on CPU)."""
+    if not placement.is_cuda:
+        return None
+    torch.cuda.synchronize(placement.device)
+    torch.cuda.reset_peak_memory_stats(placement.device)
+    return int(torch.cuda.memory_allocated(placement.device))
+
+
+def device_peak(placement: Placement) -> int | None:
+    if not placement.is_cuda:
+        return None
+    return int(torch.cuda.max_memory_allocated(placement.device))
 
 
 def memory_figures(placement: Placement, model_bytes: int) -> dict[str, int]:
@@ -82,4 +127,5 @@ def memory_figures(placement: Placement, model_bytes: int) -> dict[str, int]:
     if placement.is_cuda:
         out["deviceAllocatedBytes"] = int(torch.cuda.memory_allocated(placement.device))
         out["devicePeakBytes"] = int(torch.cuda.max_memory_allocated(placement.device))
+        out["deviceReservedBytes"] = int(torch.cuda.memory_reserved(placement.device))
     return out

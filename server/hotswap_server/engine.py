@@ -72,6 +72,13 @@ def _install_share_hook() -> None:
         _hook_installed = True
 
 
+def model_threads(on_cpu: bool, cpu_threads: int) -> int:
+    """How many threads run forwards: on CPU one per intra-op thread (batches overlap, sharing
+    the cores); on a GPU one, always the same thread, since every thread that runs a forward gets
+    a cuBLAS workspace of its own and the device runs one batch at a time anyway."""
+    return max(1, cpu_threads) if on_cpu else 1
+
+
 @dataclass(eq=False)
 class Slot:
     """A model on the device that jobs can be pinned to."""
@@ -115,6 +122,7 @@ class Job:
     version: str = ""
     kind: str = ""
     finished: bool = False
+    queued_at: float = field(default_factory=time.perf_counter)
 
 
 def _pair_length(pair: tuple[Job, int]) -> int:
@@ -138,7 +146,13 @@ class Engine:
         # Forwards run on model threads; an exclusive operation (an in-place copy) runs only
         # while no forward does. CPU forwards may overlap, up to one per intra-op thread.
         self.threads = max(1, torch.get_num_threads())
-        self.model_thread = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="hotswap-model")
+        self.model_thread = ThreadPoolExecutor(
+            max_workers=model_threads(True, self.threads), thread_name_prefix="hotswap-model"
+        )
+        # GPU forwards and copies: one thread (its executor starts the thread on first use).
+        self.device_thread = ThreadPoolExecutor(
+            max_workers=model_threads(False, self.threads), thread_name_prefix="hotswap-device"
+        )
         self._running = 0  # forwards on the model threads now
         self.share = self.threads  # intra-op threads for each running CPU forward
         self.active: Slot | None = None
@@ -165,6 +179,7 @@ class Engine:
             if not job.future.done():
                 job.future.set_exception(NotReady("server is shutting down"))
         self.model_thread.shutdown(wait=True)
+        self.device_thread.shutdown(wait=True)
 
     async def drain(self, timeout: float) -> bool:
         """Refuse new work, then wait (bounded) until every accepted job is answered."""
@@ -214,8 +229,9 @@ class Engine:
         return Scored(job.scores, int(job.tokens.sum()), job.version, job.kind)
 
     # --- control (used by the swap manager) -------------------------------------------------
-    async def on_model_thread(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.model_thread, fn)
+    async def on_model_thread(self, fn: Callable[[], T], on_cpu: bool = True) -> T:
+        executor = self.model_thread if on_cpu else self.device_thread
+        return await asyncio.get_running_loop().run_in_executor(executor, fn)
 
     def _alone(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` (nothing else runs) with every thread. Under OpenMP the thread count is a
@@ -258,7 +274,8 @@ class Engine:
             while self._running:
                 self._changed.clear()
                 await self._changed.wait()
-            result = await self.on_model_thread(partial(self._alone, fn))
+            on_cpu = self.active is None or self.active.on_cpu
+            result = await self.on_model_thread(partial(self._alone, fn), on_cpu)
         finally:
             self._paused = False
             self._wakeup.set()
@@ -312,6 +329,7 @@ class Engine:
         for job, i in pool:
             job.pending.remove(i)
             if job.slot is None:
+                self.metrics.queue_wait.observe(time.perf_counter() - job.queued_at)
                 job.slot = slot
                 job.version = slot.loaded.version
                 job.kind = slot.loaded.kind
@@ -404,7 +422,7 @@ class Engine:
         )
         if slot.on_cpu:
             forward = partial(self._cpu_forward, forward)
-        return await self.on_model_thread(forward)
+        return await self.on_model_thread(forward, slot.on_cpu)
 
     async def _isolate(
         self, slot: Slot, batch: list[tuple[Job, int]], error: BaseException
@@ -461,7 +479,9 @@ class Engine:
         self._set_running(+1)
         try:
             try:
+                started = time.perf_counter()
                 raw, tokens = await self._score_pairs(slot, batch)
+                self.metrics.forward.observe(time.perf_counter() - started)
                 parts = [(batch, raw, tokens)]
             except _CONTROL_FLOW:
                 raise

@@ -22,7 +22,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 from transformers.initialization import no_init_weights
 
 from .errors import InvalidModel
-from .loaded import LoadedVersion, ModelKind
+from .loaded import HostCopy, LoadedVersion, ModelKind, config_signature
 from .safetensors_check import read_header
 from .scoring import runner_for
 
@@ -132,7 +132,13 @@ def _build_skeleton(config: Any, kind: ModelKind, tensors: dict[str, torch.Tenso
         return AutoModel.from_config(config, trust_remote_code=False, **kwargs)
 
 
-def _match_tensors(module: torch.nn.Module, tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> dict:
+def _match_tensors(
+    module: torch.nn.Module, tensors: dict[str, torch.Tensor], dtype: torch.dtype, *, pin: bool = False
+) -> HostCopy:
+    """Check ``tensors`` against ``module``'s state dict, then copy them, cast to ``dtype``,
+    straight into one flat host buffer (pinned when ``pin``): one host copy, never a clone then
+    a pinned clone. Each file tensor is dropped as soon as it is copied. The finite check runs on
+    the cast values: a float32 weight of 1e6 is finite but becomes inf in float16."""
     expected = module.state_dict()
     prefix = getattr(module, "base_model_prefix", "")
     if prefix and not (set(tensors) & set(expected)):
@@ -140,6 +146,8 @@ def _match_tensors(module: torch.nn.Module, tensors: dict[str, torch.Tensor], dt
         stripped = {k.removeprefix(prefix + "."): v for k, v in tensors.items()}
         prefixed = {f"{prefix}.{k}": v for k, v in tensors.items()}
         tensors = max((stripped, prefixed), key=lambda d: len(set(d) & set(expected)))
+    else:
+        tensors = dict(tensors)  # entries are dropped below as they are copied
     extra = sorted(k for k in set(tensors) - set(expected) if not k.endswith(IGNORABLE_EXTRA_SUFFIXES))
     missing = sorted(set(expected) - set(tensors))
     if missing or extra:
@@ -149,7 +157,7 @@ def _match_tensors(module: torch.nn.Module, tensors: dict[str, torch.Tensor], dt
         if extra:
             parts.append(f"{len(extra)} unexpected tensor(s): {', '.join(extra[:5])}")
         raise InvalidModel("weights do not match config.json: " + "; ".join(parts))
-    out: dict[str, torch.Tensor] = {}
+    specs: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
     for name, want in expected.items():
         got = tensors[name]
         if tuple(got.shape) != tuple(want.shape):
@@ -158,19 +166,19 @@ def _match_tensors(module: torch.nn.Module, tensors: dict[str, torch.Tensor], dt
             )
         if got.is_floating_point() != want.is_floating_point():
             raise InvalidModel(f"tensor {name} has dtype {got.dtype}, expected a {want.dtype} tensor")
-        if got.is_floating_point():
-            bad = int((~torch.isfinite(got)).sum())
+        specs[name] = (tuple(want.shape), dtype if got.is_floating_point() else got.dtype)
+    host = HostCopy(specs, pin=pin)
+    for name, view in host.views.items():
+        # The copy owns its memory: nothing shares pages with the file's mapping, so nothing
+        # faults in copy-on-write pages later.
+        view.copy_(tensors.pop(name))
+        if view.is_floating_point():
+            bad = int((~torch.isfinite(view)).sum())
             if bad:
-                raise InvalidModel(f"tensor {name} has {bad} non-finite value(s) (NaN or Inf)")
-            got = got.to(dtype)
-        # Own the memory: tensors read from the file may share pages with its mapping, and a
-        # later in-place swap writing into them would fault in copy-on-write pages mid-swap.
-        out[name] = (
-            got.clone(memory_format=torch.contiguous_format)
-            if got.data_ptr() == tensors[name].data_ptr()
-            else got.contiguous()
-        )
-    return out
+                raise InvalidModel(
+                    f"tensor {name} has {bad} non-finite value(s) (NaN or Inf) in {str(dtype).removeprefix('torch.')}"
+                )
+    return host
 
 
 def _pooling(folder: Path, transformer_dir: Path) -> tuple[str, bool]:
@@ -225,12 +233,12 @@ def load_version(
             f"a reranker has one output logit; config.json says num_labels={config.num_labels}"
         )
     module = _build_skeleton(config, kind, tensors)
-    weights = _match_tensors(module, tensors, dtype)
+    host = _match_tensors(module, tensors, dtype, pin=pin_memory)
     del tensors
-    if pin_memory:
-        weights = {k: v.pin_memory() for k, v in weights.items()}
-    module.load_state_dict(weights, strict=True, assign=True)
+    # The module's tensors become views into the flat buffer: no second host copy.
+    module.load_state_dict(host.views, strict=True, assign=True)
     module.eval().requires_grad_(False)
+    host.module = module
     pooling, normalize = _pooling(folder, tdir) if kind == "bi-encoder" else ("cls", False)
     loaded = LoadedVersion(
         version=version,
@@ -244,6 +252,8 @@ def load_version(
         max_length=_max_length(config, tokenizer, _st_max_seq_length(folder, max_input_length)),
         pooling=pooling,
         normalize=normalize,
+        host=host,
+        config_signature=config_signature(config),
     )
     scores, _tokens = runner_for(loaded).score([q for q, _ in CANARY_PAIRS], [d for _, d in CANARY_PAIRS])
     if not all(math.isfinite(float(s)) for s in scores):

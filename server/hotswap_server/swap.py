@@ -12,7 +12,7 @@ import copy
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -26,9 +26,10 @@ from hotswap_contract.admin import ScoredSlot
 from hotswap_contract.digest import DigestError
 from hotswap_contract.versions import InvalidVersion, check_version
 
-from .devices import Placement, device_free_bytes, memory_figures
+from .devices import Placement, device_peak, has_room_for, memory_figures, reset_device_peak
 from .engine import Engine, Slot
 from .errors import (
+    BackendError,
     Busy,
     Forbidden,
     HotswapError,
@@ -42,6 +43,7 @@ from .errors import (
     ValidationError,
     VersionConflict,
 )
+from .loaded import HostCopy
 from .metrics import ServerMetrics
 from .modelload import LoadedVersion, load_version
 from .scoring import query_overhead, runner_for, to_relevance
@@ -50,11 +52,11 @@ from .wire import f32
 
 log = logging.getLogger(__name__)
 
-# In-place copies go through one bounded scratch buffer, allocated once per swap: memory
-# grows by at most this many elements (2 MiB in fp16) however large the biggest tensor is.
-SWAP_CHUNK_ELEMENTS = 1024 * 1024
-# "auto" loads beside the old model only when the device keeps this much headroom after it.
-DOUBLE_HEADROOM = 1.2
+# An upload (host copy -> live tensors) copies at most this many bytes per copy call, so the
+# forwards on the default stream interleave with it rather than queue behind a whole tensor.
+UPLOAD_CHUNK_BYTES = 64 * 1024 * 1024
+# How many times an upload is tried from the intact host copy before the live model is put back.
+UPLOAD_ATTEMPTS = 2
 # The time bound of an admin score call on a staged or previous copy (checked between batches).
 SCORE_TIMEOUT_S = 120.0
 
@@ -88,19 +90,121 @@ def _load_checked(version: str, folder: Path, dtype: torch.dtype, **kwargs: Any)
         raise InvalidModel(f"the model folder cannot be loaded: {type(e).__name__}: {reason}") from None
 
 
-def device_copy(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+def device_copy(
+    module: torch.nn.Module, device: torch.device, stream: torch.cuda.Stream | None = None
+) -> torch.nn.Module:
     """A copy of ``module`` whose tensors live on ``device``; ``module`` itself is left as it is.
 
     ``deepcopy`` with every parameter and buffer already in its memo copies the structure only:
-    each tensor is copied once, straight to the device (tied weights stay tied).
+    each tensor is copied once, straight to the device (tied weights stay tied). The new tensors
+    are allocated on the current stream (the one forwards run on, so freeing them later is
+    ordered after the forwards that read them, and no side stream keeps a cache segment of its
+    own); with ``stream`` the copies run there, from pinned memory, without blocking forwards.
     """
     memo: dict[int, Any] = {}
+    pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
     with torch.no_grad():
         for p in module.parameters():
-            memo[id(p)] = torch.nn.Parameter(p.detach().to(device, copy=True), requires_grad=False)
+            if id(p) not in memo:
+                dst = torch.empty(p.shape, dtype=p.dtype, device=device)
+                memo[id(p)] = torch.nn.Parameter(dst, requires_grad=False)
+                pairs.append((dst, p.detach()))
         for b in module.buffers():
-            memo[id(b)] = b.detach().to(device, copy=True)
+            if id(b) not in memo:
+                memo[id(b)] = dst = torch.empty(b.shape, dtype=b.dtype, device=device)
+                pairs.append((dst, b.detach()))
+        with _on_stream(stream):
+            for dst, src in pairs:
+                dst.copy_(src, non_blocking=stream is not None)
+        if stream is not None:
+            stream.synchronize()
     return copy.deepcopy(module, memo)
+
+
+@contextlib.contextmanager
+def _on_stream(stream: torch.cuda.Stream | None) -> Iterator[None]:
+    """Run the block's copies on ``stream`` after everything already queued on the current one."""
+    if stream is None:
+        yield
+        return
+    stream.wait_stream(torch.cuda.current_stream(stream.device))
+    with torch.cuda.stream(stream):
+        yield
+
+
+def _copy_chunk(dst: torch.Tensor, src: torch.Tensor) -> None:
+    """One bounded copy of an upload (its own function so that tests can inject a failure)."""
+    dst.copy_(src, non_blocking=True)
+
+
+def upload(host: HostCopy, live: torch.nn.Module, stream: torch.cuda.Stream | None) -> None:
+    """Copy every tensor of ``host`` into ``live``'s tensors: one host-to-device pass, in chunks
+    of at most :data:`UPLOAD_CHUNK_BYTES`, on ``stream`` (the server's one side stream) on CUDA.
+
+    The live tensors keep their storage (same data pointers), nothing is copied back and no
+    scratch memory is allocated: ``host`` is not modified, so it stays the intact source of a
+    retry or a rollback.
+    """
+    live_sd = live.state_dict()
+    with torch.no_grad(), _on_stream(stream):
+        for name, dst in live_sd.items():
+            src = host.views[name]
+            if tuple(src.shape) != tuple(dst.shape) or src.dtype != dst.dtype:
+                raise RuntimeError(
+                    f"tensor {name}: host copy {src.dtype}{list(src.shape)}, live {dst.dtype}{list(dst.shape)}"
+                )
+            d, s = dst.view(-1), src.view(-1)
+            step = max(1, UPLOAD_CHUNK_BYTES // max(1, d.element_size()))
+            for start in range(0, d.numel(), step):
+                _copy_chunk(d[start : start + step], s[start : start + step])
+    if stream is not None:
+        stream.synchronize()
+
+
+def upload_recovering(
+    live: torch.nn.Module,
+    incoming: HostCopy,
+    outgoing: HostCopy | None,
+    stream: torch.cuda.Stream | None,
+) -> None:
+    """Upload ``incoming`` into ``live``; a copy that fails half-way is retried from the intact
+    host copy (:data:`UPLOAD_ATTEMPTS` in all), and if it still fails the live model is put back
+    on ``outgoing`` from its own host copy: the live weights end fully on one version.
+
+    Raises :class:`BackendError` when the live model is not on ``incoming`` (it is then on
+    ``outgoing``, or, if even that upload failed, the error says the weights are mixed).
+    """
+    error: BaseException | None = None
+    for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+        try:
+            upload(incoming, live, stream)
+            return
+        except Exception as e:  # a device fault, an interrupted copy
+            error = e
+            log.warning(
+                "upload attempt %d of %d failed: %s: %s", attempt, UPLOAD_ATTEMPTS, type(e).__name__, e
+            )
+    if outgoing is None:
+        raise BackendError(f"the weight upload failed: {type(error).__name__}: {error}") from error
+    try:
+        upload(outgoing, live, stream)
+    except Exception as e:
+        log.critical("restoring the outgoing weights failed too; the live weights are mixed: %s", e)
+        raise BackendError(
+            f"the weight upload failed ({type(error).__name__}: {error}) and restoring the previous "
+            f"weights failed too ({type(e).__name__}: {e})"
+        ) from e
+    raise BackendError(
+        f"the weight upload failed {UPLOAD_ATTEMPTS} times ({type(error).__name__}: {error}); "
+        "the live model was restored to the version it served"
+    ) from error
+
+
+def host_module(loaded: LoadedVersion) -> torch.nn.Module:
+    """The module whose tensors are ``loaded``'s host copy (what a staged or previous version holds)."""
+    if loaded.host is not None and loaded.host.module is not None:
+        return loaded.host.module
+    return loaded.module
 
 
 def check_query(loaded: LoadedVersion, query: str) -> None:
@@ -119,43 +223,6 @@ def validate_version(version: object) -> str:
         raise ValidationError(str(exc)) from None
 
 
-def swap_weights_inplace(live: torch.nn.Module, host: torch.nn.Module, placement: Placement) -> None:
-    """Exchange the weights of ``live`` (device) and ``host`` tensor by tensor, chunk by chunk.
-
-    The live tensors keep their storage (no reallocation, same data pointers); afterwards
-    ``host`` holds the outgoing weights, ready for a rollback. On CUDA the copies run on a
-    side stream from pinned host memory.
-    """
-    live_sd = live.state_dict()
-    host_sd = host.state_dict()
-    stream = torch.cuda.Stream(placement.device) if placement.is_cuda else None
-    if stream is not None:
-        # The side stream starts after every forward already queued on the default stream.
-        stream.wait_stream(torch.cuda.current_stream(placement.device))
-    ctx = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
-    with torch.no_grad(), ctx:
-        scratch: dict[torch.dtype, torch.Tensor] = {}
-        for name, dst in live_sd.items():
-            src = host_sd[name]
-            d, s = dst.view(-1), src.view(-1)
-            if dst.dtype not in scratch:
-                size = min(
-                    SWAP_CHUNK_ELEMENTS, max(t.numel() for t in live_sd.values() if t.dtype == dst.dtype)
-                )
-                scratch[dst.dtype] = torch.empty(size, dtype=dst.dtype, device=dst.device)
-            buf = scratch[dst.dtype]
-            for start in range(0, d.numel(), buf.numel()):
-                end = min(start + buf.numel(), d.numel())
-                tmp = buf[: end - start]
-                tmp.copy_(d[start:end])
-                d[start:end].copy_(s[start:end], non_blocking=True)
-                # Reusing the scratch buffer for the next chunk is safe without a sync: every
-                # copy is queued on the same stream, which runs them in order.
-                s[start:end].copy_(tmp, non_blocking=True)
-    if stream is not None:
-        stream.synchronize()
-
-
 class SwapManager:
     def __init__(
         self, settings: Settings, placement: Placement, engine: Engine, metrics: ServerMetrics
@@ -171,6 +238,12 @@ class SwapManager:
         self.operation: str | None = None
         # Loading and validating run here, off the model thread: serving continues meanwhile.
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hotswap-loader")
+        # One side stream for every upload of this server's life: a stream per swap would keep a
+        # cache segment of its own each time, and reserved memory would creep up swap after swap.
+        self.stream: torch.cuda.Stream | None = (
+            torch.cuda.Stream(placement.device) if placement.is_cuda else None
+        )
+        self._swap_device: dict[str, int] = {}
 
     @property
     def active(self) -> LoadedVersion | None:
@@ -339,8 +412,10 @@ class SwapManager:
         started = time.perf_counter()
         target: LoadedVersion | None = loaded
         device = "cpu"
-        if self.placement.is_cuda and device_free_bytes(self.placement) > loaded.nbytes * DOUBLE_HEADROOM:
-            target = replace(loaded, module=device_copy(loaded.module, self.placement.device))
+        if self.placement.is_cuda and has_room_for(self.placement, loaded.nbytes):
+            target = replace(
+                loaded, module=device_copy(host_module(loaded), self.placement.device, self.stream)
+            )
             device = str(self.placement.device)
         assert target is not None
         threads = torch.get_num_threads()
@@ -373,8 +448,9 @@ class SwapManager:
             if device == "cpu":
                 torch.set_num_threads(threads)
             if target is not loaded:
-                runner = target = None  # drop the device copy before giving its memory back
-                torch.cuda.empty_cache()
+                # Drop the device copy: its blocks stay in the caching allocator, where forwards
+                # reuse them and the free-memory figure counts them (no empty_cache).
+                runner = target = None
         return {
             "cases": out,
             "device": device,
@@ -404,12 +480,27 @@ class SwapManager:
             return "replace"
         mode = self.settings.swap_mode
         if mode == "auto":
-            room = device_free_bytes(self.placement) > incoming.nbytes * DOUBLE_HEADROOM
-            return "double" if room else "inplace"
+            return "double" if has_room_for(self.placement, incoming.nbytes) else "inplace"
         return mode
 
     async def _bring_in(self, incoming: LoadedVersion) -> tuple[LoadedVersion | None, str, float]:
-        """Make ``incoming`` (host) the active version; return (outgoing on host, mode, pause s)."""
+        """Make ``incoming`` (host) the active version; return (outgoing on host, mode, pause s).
+
+        On CUDA the device's peak counter is reset first, so ``lastSwap.devicePeakBytes`` is the
+        most this swap (and the forwards beside it) allocated, not a peak since the server started.
+        """
+        before = reset_device_peak(self.placement)
+        try:
+            return await self._bring_in_now(incoming)
+        finally:
+            peak = device_peak(self.placement)
+            self._swap_device = (
+                {"deviceBeforeBytes": before, "devicePeakBytes": peak}
+                if before is not None and peak is not None
+                else {}
+            )
+
+    async def _bring_in_now(self, incoming: LoadedVersion) -> tuple[LoadedVersion | None, str, float]:
         current = self.engine.active
         mode = self._choose_mode(incoming)
         if current is None:
@@ -418,67 +509,68 @@ class SwapManager:
             return None, "initial", 0.0
         if mode == "inplace":
             return await self._swap_inplace(current, incoming)
-        room = device_free_bytes(self.placement) > incoming.nbytes * DOUBLE_HEADROOM
-        if mode == "double" or room or not self.placement.is_cuda:
+        if mode == "double" or not self.placement.is_cuda or has_room_for(self.placement, incoming.nbytes):
             return await self._swap_double(current, incoming, mode)
         return await self._replace_tight(current, incoming)
 
     async def _swap_inplace(self, slot: Slot, incoming: LoadedVersion) -> tuple[LoadedVersion, str, float]:
+        """One upload from ``incoming``'s host copy into the live tensors, while no forward runs.
+        The outgoing version keeps its own intact host copy: that is the previous version."""
         outgoing_meta = slot.loaded
         live_module = slot.loaded.module
+        if incoming.host is None:
+            raise BackendError(f"version {incoming.version} has no host copy to upload")
 
         def copy() -> None:
-            swap_weights_inplace(live_module, incoming.module, self.placement)
-            now = datetime.now(UTC)
-            slot.replace(replace(incoming, module=live_module, loaded_at=now))
+            upload_recovering(live_module, incoming.host, outgoing_meta.host, self.stream)  # type: ignore[arg-type]
+            slot.replace(replace(incoming, module=live_module, loaded_at=datetime.now(UTC)))
 
         _, pause = await self.engine.exclusive(copy)
-        # The incoming host copy now holds the outgoing weights: that is the previous version.
-        outgoing = replace(outgoing_meta, module=incoming.module)
+        outgoing = replace(outgoing_meta, module=host_module(outgoing_meta))
         return outgoing, "inplace", pause
 
     async def _swap_double(
         self, slot: Slot, incoming: LoadedVersion, mode: str
     ) -> tuple[LoadedVersion, str, float]:
+        """A second live copy, uploaded on the side stream while the old one serves; then routing
+        moves. The old live copy is simply dropped (its blocks go back to the caching allocator,
+        no ``empty_cache``): its version keeps its pinned host copy, so nothing is copied back."""
         on_device = await self._to_device(incoming)
         self.engine.set_active(Slot.of(on_device))
         # New requests already go to the new slot; the old one finishes what it started.
         await self.engine.wait_idle(slot)
-        outgoing = await self._to_host(slot.loaded)
+        outgoing = replace(slot.loaded, module=host_module(slot.loaded))
         return outgoing, mode, 0.0
 
     async def _replace_tight(self, slot: Slot, incoming: LoadedVersion) -> tuple[LoadedVersion, str, float]:
-        """A different shape and no room for both: drain, move the old out, move the new in."""
-        holder: dict[str, LoadedVersion] = {}
+        """A different shape and no room for both: drain, drop the old live copy, upload the new.
+        If the upload fails, the old version is uploaded again from its host copy."""
+        old = slot.loaded
+        outgoing = replace(old, module=host_module(old))
 
         def move() -> None:
-            holder["out"] = self._to_host_sync(slot.loaded)
-            slot.replace(self._to_device_sync(incoming))
+            # Point the slot at the host copy so that the old device tensors are freed first.
+            slot.replace(outgoing)
+            try:
+                slot.replace(self._to_device_sync(incoming))
+            except Exception as e:
+                log.warning("replace upload of %s failed: %s: %s", incoming.version, type(e).__name__, e)
+                slot.replace(self._to_device_sync(outgoing))
+                raise BackendError(
+                    f"the weight upload failed ({type(e).__name__}: {e}); the live model was restored"
+                ) from e
 
         _, pause = await self.engine.exclusive(move)
-        return holder["out"], "replace", pause
+        return outgoing, "replace", pause
 
     def _to_device_sync(self, loaded: LoadedVersion) -> LoadedVersion:
-        if not self.placement.is_cuda:
-            return loaded
-        stream = torch.cuda.Stream(self.placement.device)
-        with torch.cuda.stream(stream):
-            module = loaded.module.to(self.placement.device, non_blocking=True)
-        stream.synchronize()
-        return replace(loaded, module=module)
-
-    def _to_host_sync(self, loaded: LoadedVersion) -> LoadedVersion:
-        if not self.placement.is_cuda:
-            return loaded
-        module = loaded.module.to("cpu")
-        torch.cuda.empty_cache()
+        """A live copy of ``loaded`` from its host copy: its own tensors on the serving device
+        (on CPU too, so that the host copy stays intact for the next swap)."""
+        module = device_copy(host_module(loaded), self.placement.device, self.stream)
         return replace(loaded, module=module)
 
     async def _to_device(self, loaded: LoadedVersion) -> LoadedVersion:
         return await asyncio.get_running_loop().run_in_executor(self._loader, self._to_device_sync, loaded)
-
-    async def _to_host(self, loaded: LoadedVersion) -> LoadedVersion:
-        return await asyncio.get_running_loop().run_in_executor(self._loader, self._to_host_sync, loaded)
 
     def _record_swap(self, outgoing: LoadedVersion | None, mode: str, pause: float) -> dict[str, Any]:
         active = self.active
@@ -489,6 +581,7 @@ class SwapManager:
             "mode": mode,
             "pauseMs": round(pause * 1000, 3),
             "at": datetime.now(UTC).isoformat(),
+            **self._swap_device,
         }
         self.metrics.swaps.labels(mode).inc()
         self.metrics.swap_pause.observe(pause)

@@ -64,7 +64,11 @@ async def test_double_swap_routes_to_a_new_module_without_pause(make_clients) ->
     swap = await (await admin.post("/admin/v1/activate", json={"version": "v2"}, headers=AUTH)).json()
     assert swap["mode"] == "double" and swap["pauseMs"] == 0
     assert state.swaps.active.module is not old_module
-    assert state.swaps.previous is not None and state.swaps.previous.module is old_module
+    # The previous version is its own host copy (nothing is copied back from the live module).
+    previous = state.swaps.previous
+    assert previous is not None and previous.module is not old_module
+    assert previous.host is not None and previous.module is previous.host.module
+    assert all(previous.host.holds(t) for t in previous.module.state_dict().values())
 
 
 async def test_other_architecture_is_a_full_replace(make_clients) -> None:
