@@ -339,6 +339,11 @@ def _one_swap(
         out["gpu_allocated_before"] = max(m["deviceAllocatedBytes"] for m in steady_mem)
         out["gpu_allocated_during_max"] = max(m["deviceAllocatedBytes"] for m in [before, *during])
         out["gpu_peak_before"] = before["devicePeakBytes"]
+    last = call.reply.get("lastSwap") or {}
+    if last.get("devicePeakBytes") is not None:
+        # This swap's own peak (the server resets the counter just before it), not a peak since start.
+        out["gpu_swap_before"] = last["deviceBeforeBytes"]
+        out["gpu_swap_peak"] = last["devicePeakBytes"]
     return out
 
 
@@ -384,7 +389,13 @@ def swaps_under_load(
                     reply = server.admin("POST", "/admin/v1/activate", {"version": "v2"})
                 else:  # the previous version is the other one: each rollback swaps them again
                     reply = server.admin("POST", "/admin/v1/rollback", {})
-                calls.append(SwapCall(to, called, time.monotonic(), reply))
+                returned = time.monotonic()
+                if not control:
+                    # The server resets the device's peak counter before each swap and reports
+                    # this swap's own peak in lastSwap (CUDA only): read it before the next one.
+                    last = server.admin("GET", "/admin/v1/state").get("lastSwap") or {}
+                    reply = {**reply, "lastSwap": last}
+                calls.append(SwapCall(to, called, returned, reply))
             result = load.result()
         finally:
             load.kill()
@@ -445,6 +456,12 @@ def swaps_under_load(
             "allocated_during_max": max(s["gpu_allocated_during_max"] for s in swaps),
             "allocated_after": after_mem["deviceAllocatedBytes"],
             "peak_before": swaps[0]["gpu_peak_before"],
-            "peak_after": after_mem["devicePeakBytes"],
+            # The most any one swap allocated (lastSwap.devicePeakBytes, reset before each swap);
+            # a server without the per-swap figure leaves the peak since its last reset.
+            "peak_after": max(
+                (s["gpu_swap_peak"] for s in swaps if "gpu_swap_peak" in s),
+                default=after_mem["devicePeakBytes"],
+            ),
+            "reserved_after": after_mem.get("deviceReservedBytes"),
         }
     return out

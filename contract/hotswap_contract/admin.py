@@ -39,6 +39,11 @@ class LastSwap(WireModel):
     mode: SwapKind
     pause_ms: float
     at: str
+    # CUDA only (absent on CPU): the device's peak counter is reset just before each swap, so these
+    # are the bytes allocated when the swap began and the most allocated until it ended (the swap
+    # and the forwards beside it), not a peak since the server started.
+    device_before_bytes: int | None = None
+    device_peak_bytes: int | None = None
 
 
 class AdminState(WireModel):
