@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from hotswap_contract.access import access_middleware
 
 from hotswap_agent.agent import Agent
 from hotswap_agent.bodies import parse_evaluate, parse_stage, parse_verify, parse_version
@@ -226,7 +227,9 @@ async def agent_context(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=[access_middleware("agent"), errors_middleware, auth_middleware], client_max_size=MAX_BODY
+    )
     app[SETTINGS] = settings
     add_routes(app)
     app.cleanup_ctx.append(agent_context)

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from aiohttp import web
+from hotswap_contract import logs
 
 from hotswap_agent.settings import SettingsError, load_settings
 
@@ -17,11 +18,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"hotswap-agent: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(settings.log_level, settings.log_format)
     from hotswap_agent.app import create_app  # after logging, so import-time logs are formatted
 
     log = logging.getLogger("hotswap_agent")

@@ -18,7 +18,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from hotswap_contract.settings import Option, SettingsError, add_options, at_least, port, positive, resolve
+from hotswap_contract.logs import LOG_FORMATS
+from hotswap_contract.settings import (
+    Option,
+    SettingsError,
+    add_options,
+    at_least,
+    choice,
+    port,
+    positive,
+    resolve,
+)
 
 __all__ = ["OPTIONS", "Settings", "SettingsError", "build_parser", "load_settings"]
 
@@ -47,6 +57,7 @@ class Settings:
     server_timeout_s: float = 900.0
     source_read_timeout_s: float = 60.0
     log_level: str = "INFO"
+    log_format: str = "text"
 
 
 def _http_url(value: str) -> str:
@@ -144,6 +155,9 @@ OPTIONS: tuple[Option, ...] = (
         to="source_read_timeout_s",
     ),
     _option("--log-level", "DEBUG, INFO, WARNING or ERROR", _log_level),
+    _option(
+        "--log-format", "text | json (one object a line, with the access log's fields)", choice(LOG_FORMATS)
+    ),
 )
 _NAMES = {o.field: o.names for o in OPTIONS}
 

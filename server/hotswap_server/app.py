@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import torch
 from aiohttp import web
+from hotswap_contract.access import access_middleware
 
 from . import views_admin, views_data
 from .devices import resolve_placement
@@ -46,9 +47,10 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 def create_data_app(state: ServerState) -> web.Application:
-    # metrics outermost so error responses produced by error_middleware are counted with their status
+    # metrics outside the error middleware so error responses are counted with their status
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware], client_max_size=state.settings.max_body_bytes
+        middlewares=[access_middleware("server"), metrics_middleware, error_middleware],
+        client_max_size=state.settings.max_body_bytes,
     )
     app[STATE] = state
     app.add_routes(views_data.routes)
@@ -59,7 +61,7 @@ def create_data_app(state: ServerState) -> web.Application:
 def create_admin_app(state: ServerState) -> web.Application:
     # Score calls carry cases (a canary set, a labelled set): the data plane's body limit applies.
     app = web.Application(
-        middlewares=[error_middleware, views_admin.require_token],
+        middlewares=[access_middleware("server-admin"), error_middleware, views_admin.require_token],
         client_max_size=max(64 * 1024, state.settings.max_body_bytes),
     )
     app[STATE] = state

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
+
+from hotswap_contract import logs
 
 from .settings import SettingsError, parse_settings
 
@@ -16,9 +17,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as e:
         print(f"hotswap-server: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_level, settings.log_format)
     from .app import serve  # torch is imported only once the settings are known to be good
 
     try:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from hotswap_contract.logs import LOG_FORMATS
 from hotswap_contract.settings import (
     Option,
     SettingsError,
@@ -60,6 +61,7 @@ class Settings:
     drain_timeout_s: float = 30.0
     torch_threads: int | None = None
     log_level: str = "INFO"
+    log_format: str = "text"
 
     @property
     def admin_enabled(self) -> bool:
@@ -119,6 +121,12 @@ OPTIONS: tuple[Option, ...] = (
         "--torch-threads", "torch_threads", "torch intra-op threads", integer, default_help="torch's choice"
     ),
     _option("--log-level", "log_level", "DEBUG, INFO, WARNING, ERROR or CRITICAL", _log_level),
+    _option(
+        "--log-format",
+        "log_format",
+        "text | json (one object a line, with the access log's fields)",
+        choice(LOG_FORMATS),
+    ),
 )
 _NAMES = {o.field: o.names for o in OPTIONS}
 

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
+from . import __version__
 from .engine import Scored
 from .errors import NotReady, PayloadTooLarge, ValidationError, parse_json, read_body
 from .openapi import openapi_document
@@ -135,6 +136,9 @@ async def info(request: web.Request) -> web.Response:
             "model_sha": record["digest"] if record else None,
             "model_dtype": record["dtype"] if record else state.placement.dtype_name,
             "model_type": {"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}},
+            # TEI's /info says which server answers (its "version"); ours says it as server_version,
+            # since "version" is the model version here.
+            "server_version": __version__,
             "version": record["version"] if record else None,
             "digest": record["digest"] if record else None,
             "kind": record["kind"] if record else None,
@@ -144,14 +148,15 @@ async def info(request: web.Request) -> web.Response:
             "max_input_length": active.max_length if active else None,
             "max_client_batch_size": s.max_documents,
             "max_batch_size": s.max_batch_size,
+            # snake_case like every other key of the data plane (TEI's convention)
             "limits": {
-                "maxDocuments": s.max_documents,
-                "maxBodyBytes": s.max_body_bytes,
-                "maxBatchSize": s.max_batch_size,
-                "maxQueuePairs": s.max_queue_pairs,
-                "maxInputLength": active.max_length if active else s.max_input_length,
+                "max_documents": s.max_documents,
+                "max_body_bytes": s.max_body_bytes,
+                "max_batch_size": s.max_batch_size,
+                "max_queue_pairs": s.max_queue_pairs,
+                "max_input_length": active.max_length if active else s.max_input_length,
             },
-            "swapMode": s.swap_mode,
+            "swap_mode": s.swap_mode,
         }
     )
 

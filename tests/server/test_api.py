@@ -86,7 +86,7 @@ async def test_info_health_ready_metrics(make_clients) -> None:
     data, _, _ = await make_clients()
     info = await (await data.get("/info")).json()
     assert info["version"] == "v1" and info["kind"] == "cross-encoder" and info["device"] == "cpu"
-    assert len(info["digest"]) == 64 and info["limits"]["maxDocuments"] == 1000
+    assert len(info["digest"]) == 64 and info["limits"]["max_documents"] == 1000
     assert (await data.get("/healthz")).status == 200
     assert (await data.get("/readyz")).status == 200
     await data.post("/rerank", json={"query": "q", "texts": ["a"]})
