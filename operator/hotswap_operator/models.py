@@ -394,6 +394,16 @@ class QualityScores(_StatusModel):
     at: Timestamp | None = None
 
 
+class PodFault(_StatusModel):
+    """A step that failed for a reason of the pod, not of the version: the pod is re-planned."""
+
+    pod: str
+    step: Step
+    reason: str
+    since: Timestamp = Field(description="The pod's first fault in this rollout.")
+    count: int = 1
+
+
 class RolloutStatus(_StatusModel):
     version: str
     spec_hash: str = Field(description="The spec this rollout belongs to; a new spec supersedes it.")
@@ -407,6 +417,9 @@ class RolloutStatus(_StatusModel):
     next_at: Timestamp | None = Field(default=None, description="No pod is swapped before this (pause).")
     failure: Failure | None = None
     quality: QualityScores | None = Field(default=None, description="The quality gate's result.")
+    pod_fault: PodFault | None = Field(
+        default=None, description="The pod being re-planned after a pod fault (bounded by podTimeoutSeconds)."
+    )
 
 
 class HistoryEntry(_StatusModel):

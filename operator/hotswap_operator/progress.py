@@ -20,6 +20,7 @@ from .models import (
     HistoryEntry,
     HistoryResult,
     Phase,
+    PodFault,
     PodState,
     PodStatus,
     QualityScores,
@@ -29,7 +30,7 @@ from .models import (
     Step,
     VersionRef,
 )
-from .timeutil import iso
+from .timeutil import iso, parse
 
 
 def summarize(status: RerankerModelStatus, *, now: str, moving: bool = False) -> RerankerModelStatus:
@@ -181,7 +182,20 @@ def record(
         reason = outcome.error or "failed"
         message = f"{outcome.step}: {reason}"
         retry_at = None
-        if action.purpose is Purpose.ROLLOUT and r.phase in ACTIVE_PHASES:
+        fault = _pod_fault(spec, r, action, outcome, now) if r.phase in ACTIVE_PHASES else None
+        if action.purpose is Purpose.ROLLOUT and fault is not None:
+            # A pod fault is not a version fault: the pod is re-planned on the next pass.
+            r = r.model_copy(update={"pod_fault": fault, "current": None})
+            events.append(
+                EventSpec(
+                    "Warning",
+                    "PodFault",
+                    f"Pod {action.pod}: {outcome.step} {action.version}: {reason} (a fault of the pod, "
+                    f"{fault.count} so far): re-planning the pod",
+                )
+            )
+            message = f"{outcome.step}: {reason} (pod fault: re-planned)"
+        elif action.purpose is Purpose.ROLLOUT and r.phase in ACTIVE_PHASES:
             r, evs, entry = fail_rollout(spec, r, action.pod, outcome.step, reason, stamp, status.last_good)
             events.extend(evs)
             history.append(entry)
@@ -207,6 +221,34 @@ def record(
         ordered.append(pod)
     new = status.model_copy(update={"rollout": r, "pods": ordered, "history": history[-spec.history_limit :]})
     return summarize(new, now=stamp), tuple(events)
+
+
+# Operation failures that say the pod, not the version, is at fault: a restarted agent or server
+# (the staged version gone, the server empty or back on another version), a server not up.
+POD_FAULT_TYPES = frozenset(
+    {"verify_failed", "not_staged", "not_on_disk", "server_unavailable", "cancelled", "agent_unreachable"}
+)
+MAX_POD_FAULTS = 3
+
+
+def _pod_fault(
+    spec: RerankerModelSpec, r: RolloutStatus, action: Action, outcome: Outcome, now: datetime.datetime
+) -> PodFault | None:
+    """The pod's fault record when ``outcome`` is a pod fault still within its bounds, else None
+    (a version fault, or a pod that kept failing: more than MAX_POD_FAULTS times or longer than
+    ``podTimeoutSeconds`` since its first fault — then the rollout fails as before)."""
+    if outcome.error_type not in POD_FAULT_TYPES or action.kind is Kind.EVALUATE:
+        return None
+    stamp = iso(now)
+    old = r.pod_fault if r.pod_fault is not None and r.pod_fault.pod == action.pod else None
+    since = old.since if old is not None else stamp
+    count = (old.count if old is not None else 0) + 1
+    first = parse(since) or now
+    if count > MAX_POD_FAULTS or (now - first).total_seconds() > spec.rollout.pod_timeout_seconds:
+        return None
+    return PodFault(
+        pod=action.pod, step=outcome.step, reason=outcome.error or "failed", since=since, count=count
+    )
 
 
 def _quality(
@@ -309,6 +351,8 @@ def _advance(
 
 def _mark_done(spec: RerankerModelSpec, r: RolloutStatus, pod: str, now: datetime.datetime) -> RolloutStatus:
     done = [*r.done, pod] if pod not in r.done else list(r.done)
+    if r.pod_fault is not None and r.pod_fault.pod == pod:
+        r = r.model_copy(update={"pod_fault": None})
     pause = spec.rollout.pause_seconds
     next_at = iso(now + datetime.timedelta(seconds=pause)) if pause and r.phase is Phase.ACTIVATING else None
     return r.model_copy(update={"done": done, "current": None, "next_at": next_at})

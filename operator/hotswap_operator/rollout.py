@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from . import conditions as cond
 from . import names
 from .actions import Action, EventSpec, Kind, Outcome, chains
-from .agent_client import AgentClient, AgentError, TokenSource
+from .agent_client import AgentClient, AgentError, AgentUnreachable, TokenSource
 from .config import Config
 from .kube import KubeClient, KubeError
 from .models import (
@@ -350,7 +350,8 @@ class Reconciler:
                 ok=False,
                 step=step,
                 error=exc.message,
-                error_type=getattr(exc, "error_type", None),
+                error_type=getattr(exc, "error_type", None)
+                or ("agent_unreachable" if isinstance(exc, AgentUnreachable) else None),
                 quality=failed if action.kind is Kind.EVALUATE and isinstance(failed, dict) else None,
             )
 

@@ -524,6 +524,37 @@ async def pod_restarted_mid_rollout(fleet: Fleet) -> LoadReport:
     return load.report()
 
 
+async def pod_killed_while_verified_staged(fleet: Fleet) -> LoadReport:
+    """The second pod is SIGKILLed while its agent scores the canary on its staged weights: a pod
+    fault, not a version fault — the pod is re-planned and the rollout completes on the target."""
+    assert not fleet.real, "fake pods only: their verify is slowed by the script"
+    c = fleet.cluster
+    await fleet.baseline("v1")
+    script = getattr(fleet, "_script", {"fail": [], "errors": []})
+    script["delay"] = {"verify": 0.8}
+    fleet._script = script
+    c.script_fakes(script)
+
+    async def verifying() -> bool:
+        op = (await c.agent_status(SECOND_POD)).get("operation") or {}
+        return op.get("kind") == "verify" and op.get("state") == "running" and op.get("version") == "v2"
+
+    async with c.load() as load:
+        await fleet.set_model("v2", fleet.publish("v2", "v2"))
+        await fleet.until(verifying, "the second pod verifying v2 on its staged weights")
+        await c.restart_pod(SECOND_POD)
+        st = await c.wait_ready("v2", timeout=fleet.timeout * 3)
+    assert set((await fleet.actives()).values()) == {"v2"}
+    assert st.history[-1].result is HistoryResult.SUCCEEDED and st.rollout is not None
+    assert st.rollout.failure is None
+    reasons = [e["reason"] for e in await c.events()]
+    assert "RolloutFailed" not in reasons, reasons
+    report = load.report()
+    # Only the killed pod's in-flight requests may fail.
+    assert all(f.startswith(f"{SECOND_POD}:") for f in report.failures), report.failures
+    return report
+
+
 async def pod_added_after_rollout(fleet: Fleet) -> LoadReport:
     """A new pod boots on the last-good version from the boot ConfigMap and joins the fleet."""
     c = fleet.cluster

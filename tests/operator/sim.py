@@ -89,6 +89,8 @@ class Sim:
     crash_after: int | None = None  # drop the outcome of the Nth action from now
     last_plan: Plan | None = None
     evaluations: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    # (pod, step, version) -> (error_type, the pod restarts: staged lost, back on its previous version)
+    pod_faults: dict[tuple[str, Step, str], tuple[str, bool]] = dataclasses.field(default_factory=dict)
 
     def step(self) -> Plan:
         p = plan(
@@ -144,6 +146,17 @@ class Sim:
 
         def fail(step: Step) -> str | None:
             return self.failures.get((pod.name, step, v)) or self.failures.get(("*", step, v))
+
+        if (fault := self.pod_faults.pop((pod.name, action.step, v), None)) is not None:
+            error_type, lose = (
+                fault  # a pod fault, once: e.g. the agent restarted and lost its staged version
+            )
+            if lose:
+                pod.staged = None
+                pod.active, pod.previous = pod.previous, None
+            return Outcome(
+                ok=False, step=action.step, error=f"{error_type}: pod fault", error_type=error_type
+            )
 
         if action.kind is Kind.PREPARE:
             if action.needs_stage:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 
+import pytest
 from hotswap_operator import conditions as cond
 from hotswap_operator.actions import Kind
 from hotswap_operator.models import HistoryResult, Phase, PodState, Step
@@ -487,3 +488,46 @@ def test_quality_gate_spec_validation() -> None:
         )
     spec = make_spec("v2", rollout={"quality": {"configMapRef": {"name": "golden", "key": "set.json"}}})
     assert spec.rollout.quality is not None and spec.rollout.quality.config_map_ref is not None
+
+
+@pytest.mark.parametrize(
+    ("step", "error_type"),
+    [(Step.VERIFY_STAGED, "not_staged"), (Step.ACTIVATE, "not_staged"), (Step.VERIFY, "verify_failed")],
+)
+def test_a_pod_fault_re_plans_the_pod_instead_of_condemning_the_version(step: Step, error_type: str) -> None:
+    sim = Sim(spec=make_spec("v2"), pods=fleet(3), boot=boot_ref("v1"))
+    sim.pod_faults[("pod-2", step, "v2")] = (error_type, True)  # its agent and server restarted
+    sim.run()
+    assert [p.active for p in sim.pods.values()] == ["v2"] * 3, "the rollout completes on the target"
+    r = sim.status.rollout
+    assert r is not None and r.phase is Phase.COMPLETE and r.failure is None and r.pod_fault is None
+    assert sim.status.history[-1].result is HistoryResult.SUCCEEDED
+    assert [e.reason for e in sim.events].count("PodFault") == 1
+    assert "RolloutFailed" not in [e.reason for e in sim.events]
+    assert len(sim.pods["pod-1"].activations) == 1 and len(sim.pods["pod-3"].activations) == 1
+
+
+def test_a_pod_that_keeps_faulting_fails_the_rollout_within_its_bound() -> None:
+    sim = Sim(spec=make_spec("v2"), pods=fleet(2), boot=boot_ref("v1"))
+    for _ in range(100):  # pod-2's server answers with another version every time
+        sim.pod_faults[("pod-2", Step.VERIFY, "v2")] = ("verify_failed", False)
+        sim.step()
+        r = sim.status.rollout
+        if r is not None and r.phase not in (Phase.PREFETCHING, Phase.ACTIVATING):
+            break
+    sim.pod_faults.clear()
+    sim.run()
+    r = sim.status.rollout
+    assert r is not None and r.phase is Phase.ROLLED_BACK and r.failure is not None
+    assert (r.failure.pod, r.failure.step) == ("pod-2", Step.VERIFY)
+    assert [e.reason for e in sim.events].count("PodFault") == 3
+    assert [p.active for p in sim.pods.values()] == ["v1", "v1"]
+
+
+def test_a_version_fault_still_fails_at_once() -> None:
+    sim = Sim(spec=make_spec("v3"), pods=fleet(3), boot=boot_ref("v1"))
+    sim.failures[("pod-1", Step.VERIFY, "v3")] = "canary failed"  # no pod-fault error type
+    sim.run()
+    assert "PodFault" not in [e.reason for e in sim.events]
+    r = sim.status.rollout
+    assert r is not None and r.phase is Phase.ROLLED_BACK

@@ -19,6 +19,7 @@ SCENARIOS = [
     scenarios.spec_change_mid_rollout,
     scenarios.operator_killed_mid_rollout,
     scenarios.pod_restarted_mid_rollout,
+    scenarios.pod_killed_while_verified_staged,
     scenarios.pod_added_after_rollout,
     scenarios.manual_rollback_by_annotation,
     scenarios.hold_without_automatic_rollback,
