@@ -111,8 +111,7 @@ def reset_device_peak(placement: Placement) -> int | None:
     """Reset the device's peak-allocation counter; returns what is allocated now (None on CPU)."""
     if not placement.is_cuda:
         return None
-    torch.cuda.synchronize(placement.device)
-    torch.cuda.reset_peak_memory_stats(placement.device)
+    torch.cuda.reset_peak_memory_stats(placement.device)  # allocator bookkeeping: no device sync
     return int(torch.cuda.memory_allocated(placement.device))
 
 
