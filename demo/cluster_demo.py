@@ -9,6 +9,11 @@ automatic rollback. It shows a live table per pod, ends with a summary and the `
 commands to look at the resource yourself, and writes ``demo-report/index.html`` (the latency of
 every request around each swap). Exit status 0 only when every check passed.
 
+``--backend controlplane`` runs the same demo on the real Kubernetes control plane
+(devtools/controlplane: kube-apiserver and the controllers built from Go modules, ``helm install``
+of the chart, the operator as its Deployment); it must run inside a network namespace of its own:
+``make demo DEMO_ARGS="--backend controlplane"`` builds what it needs and does that.
+
 ``--keep`` keeps the cluster up afterwards for exploring with kubectl (Ctrl-C stops it).
 Ctrl-C at any point stops everything it started. The scenario is ``e2e.scenario``, the same one
 ``make test`` runs and the kind path runs (``e2e/``).
@@ -24,8 +29,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from devtools import dev_env
+from e2e.backend import Backend
 from e2e.backends.local import LocalBackend, local_backend
 from e2e.models import testmodels_dir
 from e2e.result import ScenarioResult
@@ -52,7 +59,7 @@ def ensure_models(folder: Path, names: list[str], out: View) -> None:
     out.out.write(f"  done in {time.monotonic() - started:.0f}s\n")
 
 
-def kubectl_commands(backend: LocalBackend, result: ScenarioResult | None) -> list[str]:
+def kubectl_commands(backend: Backend, result: ScenarioResult | None) -> list[str]:
     k = backend.kubectl_hint()
     name = backend.model_name
     lines = [
@@ -69,6 +76,26 @@ def kubectl_commands(backend: LocalBackend, result: ScenarioResult | None) -> li
     return lines
 
 
+def open_backend(args: argparse.Namespace, models: Path, boot_model: str) -> Any:
+    """The chosen backend's async context manager."""
+    if args.backend == "controlplane":
+        from e2e.backends.controlplane import controlplane_backend
+
+        return controlplane_backend(
+            models, boot_model=boot_model, replicas=args.pods, swap_mode=args.swap_mode
+        )
+    return local_backend(models, pods=args.pods, server_args=["--swap-mode", args.swap_mode])
+
+
+def keep_logs(backend: Backend) -> Path:
+    """Keep the cluster's folder when the demo ends; where its logs are."""
+    if isinstance(backend, LocalBackend):
+        backend.cluster.keep_workdir = True
+        return backend.cluster.workdir / "logs"
+    backend.keep_workdir = True  # type: ignore[attr-defined]
+    return backend.logs_dir  # type: ignore[attr-defined,no-any-return]
+
+
 async def run(args: argparse.Namespace, view: View) -> int:
     models = args.models or testmodels_dir()
     chosen = BROKEN[args.broken]
@@ -79,8 +106,13 @@ async def run(args: argparse.Namespace, view: View) -> int:
         baseline_seconds=3.0,
         settle_seconds=2.0,
     )
+    if args.backend == "controlplane":
+        from e2e.backends.controlplane import scenario_config
+
+        config = scenario_config(config)
+    where = "kube-apiserver (helm install)" if args.backend == "controlplane" else "kmock"
     view.title = (
-        f"Hotswap cluster demo: {args.pods} pods (hotswap-server + hotswap-agent), the operator, kmock"
+        f"Hotswap cluster demo: {args.pods} pods (hotswap-server + hotswap-agent), the operator, {where}"
     )
     ticker: asyncio.Task[None] | None = None
 
@@ -94,9 +126,7 @@ async def run(args: argparse.Namespace, view: View) -> int:
     ticker = asyncio.create_task(tick())
     result: ScenarioResult | None = None
     try:
-        async with local_backend(
-            models, pods=args.pods, server_args=["--swap-mode", args.swap_mode]
-        ) as backend:
+        async with open_backend(args, models, chosen.v1) as backend:
             scenario = Scenario(backend, config, on_event=view.on_event)
             view.scenario = scenario
             try:
@@ -105,8 +135,7 @@ async def run(args: argparse.Namespace, view: View) -> int:
                 view.close()
                 ticker.cancel()
                 print("\n" + paint(f"The scenario stopped: {exc}", RED, view.live))
-                backend.cluster.keep_workdir = True
-                print(f"The cluster's logs are kept in {backend.cluster.workdir / 'logs'}")
+                print(f"The cluster's logs are kept in {keep_logs(backend)}")
                 return 1
             ticker.cancel()
             view.close()
@@ -120,8 +149,7 @@ async def run(args: argparse.Namespace, view: View) -> int:
             )
             print_summary(result, backend, report, keep=args.keep, color=view.live)
             if not result.ok:
-                backend.cluster.keep_workdir = True
-                print(f"The cluster's logs are kept in {backend.cluster.workdir / 'logs'}")
+                print(f"The cluster's logs are kept in {keep_logs(backend)}")
             if args.keep:
                 print("\n" + paint("The cluster stays up for exploring.", BOLD, view.live)
                       + " Press Ctrl-C here to stop it (everything it started stops with it).", flush=True)  # fmt: skip
@@ -134,9 +162,7 @@ async def run(args: argparse.Namespace, view: View) -> int:
     return 0 if result is not None and result.ok else 1
 
 
-def print_summary(
-    result: ScenarioResult, backend: LocalBackend, report: Path, *, keep: bool, color: bool
-) -> None:
+def print_summary(result: ScenarioResult, backend: Backend, report: Path, *, keep: bool, color: bool) -> None:
     print("\n" + paint("Summary", BOLD, color))
     for line in result.summary_lines():
         print(f"  {line}")
@@ -171,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep", action="store_true", help="keep the cluster up at the end (Ctrl-C stops it)"
     )
+    parser.add_argument("--backend", choices=["local", "controlplane"], default="local",
+                        help="local: the kmock local cluster (default); controlplane: the real API server, "
+                        "helm install of the chart (run it as make demo DEMO_ARGS=\"--backend controlplane\")")  # fmt: skip
     parser.add_argument("--pods", type=int, default=3, help="reranker pods (default 3)")
     parser.add_argument("--broken", choices=sorted(BROKEN), default="canary",
                         help="how v3 is broken: canary (valid weights, ranks backwards: fails its canary on the "

@@ -1,4 +1,4 @@
-"""``python -m e2e local|kind``: run the end-to-end scenario and print its result (exit 0 when every
+"""``python -m e2e local|kind|controlplane``: run the end-to-end scenario and print its result (exit 0 when every
 check passed, 1 when one failed, 2 when the cluster never got where the scenario needed it)."""
 
 from __future__ import annotations
@@ -52,15 +52,26 @@ async def _kind(args: argparse.Namespace, config: ScenarioConfig) -> ScenarioRes
     return await Scenario(backend, config, on_event=print_event).run()
 
 
+async def _controlplane(args: argparse.Namespace, config: ScenarioConfig) -> ScenarioResult:
+    from .backends.controlplane import controlplane_backend
+    from .models import testmodels_dir
+
+    models_dir = args.models or testmodels_dir()
+    m = config.models
+    async with controlplane_backend(models_dir, boot_model=m.v1) as backend:
+        return await Scenario(backend, config, on_event=print_event).run()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e", description=__doc__)
-    parser.add_argument("backend", choices=["local", "kind"])
+    parser.add_argument("backend", choices=["local", "kind", "controlplane"],
+                        help="controlplane: the real API server; run it under scripts/netns-run.sh")  # fmt: skip
     parser.add_argument("--models-set", choices=sorted(MODEL_SETS), default="tiny",
                         help="which test models play v1, v2 and the broken v3 (default: tiny)")  # fmt: skip
     parser.add_argument("--pods", type=int, default=3, help="local: number of pods (default 3)")
     parser.add_argument("--flavour", choices=["real", "fake"], default="real",
                         help="local: real server+agent pods, or light fakes (default real)")  # fmt: skip
-    parser.add_argument("--models", type=Path, help="local: folder of generated test models")
+    parser.add_argument("--models", type=Path, help="local, controlplane: folder of generated test models")
     parser.add_argument("--swap-mode", choices=["inplace", "double", "auto"], default="inplace",
                         help="local: the servers' swap mode (default inplace)")  # fmt: skip
     parser.add_argument("--concurrency", type=int, default=4, help="clients on the Service (default 4)")
@@ -73,9 +84,14 @@ def main(argv: list[str] | None = None) -> int:
         from .backends.kind import scenario_config
 
         config = scenario_config(config)
+    elif args.backend == "controlplane":
+        from .backends.controlplane import scenario_config as controlplane_config
+
+        config = controlplane_config(config)
+    runners = {"local": _local, "kind": _kind, "controlplane": _controlplane}
     try:
-        result = asyncio.run(_local(args, config) if args.backend == "local" else _kind(args, config))
-    except ScenarioError as exc:
+        result = asyncio.run(runners[args.backend](args, config))
+    except ScenarioError as exc:  # a ControlPlaneBackendError too
         print(f"\nscenario stopped: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
