@@ -35,7 +35,7 @@ RUN pip install --index-url "${TORCH_INDEX}" "${TORCH_SPEC}"
 WORKDIR /src
 COPY . .
 # A regular (non-editable) install: the final stage gets no source tree.
-RUN pip install . \
+RUN pip install ".[tracing]" \
  && python -m compileall -q /opt/venv/lib
 
 # ---- final: the runtime only, no compilers, no pip cache, no source ----

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from aiohttp import web
-from hotswap_contract import logs
+from hotswap_contract import logs, tracing
 
 from hotswap_agent.settings import SettingsError, load_settings
 
@@ -19,6 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hotswap-agent: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
+    tracing.setup("hotswap-agent")
     from hotswap_agent.app import create_app  # after logging, so import-time logs are formatted
 
     log = logging.getLogger("hotswap_agent")

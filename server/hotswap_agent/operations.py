@@ -17,11 +17,15 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hotswap_contract import tracing
+from opentelemetry.trace import StatusCode
+
 from hotswap_agent.errors import AgentError, OperationInProgress
 from hotswap_agent.progress import Progress
 from hotswap_agent.volume import utcnow
 
 log = logging.getLogger(__name__)
+TRACER = tracing.tracer("hotswap_agent")
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 HISTORY = 20
@@ -131,6 +135,9 @@ class OperationManager:
         return op
 
     async def _run(self, op: Operation, work: Work) -> None:
+        span = TRACER.start_span(
+            f"agent.{op.kind}", attributes={"hotswap.operation": op.id, "hotswap.version": op.version or ""}
+        )
         try:
             op.result = await work(op)
             op.state = SUCCEEDED
@@ -146,6 +153,9 @@ class OperationManager:
             log.exception("operation %s (%s %s) crashed", op.id, op.kind, op.version)
             op.state, op.error, op.error_type = FAILED, "internal error: see the agent's log", "internal"
         finally:
+            if op.state != SUCCEEDED:
+                span.set_status(StatusCode.ERROR, f"{op.error_type}: {op.error}")
+            span.end()
             op.finished_at = utcnow()
             op.done.set()
             self._idle.set()

@@ -6,7 +6,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from hotswap_contract import logs
+from hotswap_contract import logs, tracing
 
 from .settings import SettingsError, parse_settings
 
@@ -18,6 +18,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hotswap-server: {e}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
+    tracing.setup("hotswap-server")
     from .app import serve  # torch is imported only once the settings are known to be good
 
     try:

@@ -123,6 +123,10 @@ class Job:
     kind: str = ""
     finished: bool = False
     queued_at: float = field(default_factory=time.perf_counter)
+    # Wall-clock nanoseconds for trace spans: arrival, first pair in a batch, last pair scored.
+    queued_ns: int = field(default_factory=time.time_ns)
+    started_ns: int = 0
+    finished_ns: int = 0
 
 
 def _pair_length(pair: tuple[Job, int]) -> int:
@@ -136,6 +140,9 @@ class Scored:
     tokens: int
     version: str
     kind: str
+    queued_ns: int = 0  # wall clock: arrival, first pair in a batch, last pair scored (trace spans)
+    started_ns: int = 0
+    finished_ns: int = 0
 
 
 class Engine:
@@ -226,7 +233,15 @@ class Engine:
         self.metrics.queue_depth.set(self._waiting_pairs)
         self._wakeup.set()
         await job.future
-        return Scored(job.scores, int(job.tokens.sum()), job.version, job.kind)
+        return Scored(
+            job.scores,
+            int(job.tokens.sum()),
+            job.version,
+            job.kind,
+            job.queued_ns,
+            job.started_ns,
+            job.finished_ns,
+        )
 
     # --- control (used by the swap manager) -------------------------------------------------
     async def on_model_thread(self, fn: Callable[[], T], on_cpu: bool = True) -> T:
@@ -330,6 +345,7 @@ class Engine:
             job.pending.remove(i)
             if job.slot is None:
                 self.metrics.queue_wait.observe(time.perf_counter() - job.queued_at)
+                job.started_ns = time.time_ns()
                 job.slot = slot
                 job.version = slot.loaded.version
                 job.kind = slot.loaded.kind
@@ -498,6 +514,7 @@ class Engine:
                 job.tokens[i] = count
                 job.remaining -= 1
                 if job.remaining == 0:
+                    job.finished_ns = time.time_ns()
                     self._finish(job)
         # Drop jobs whose client went away before they were pinned.
         for job in [j for j in self._jobs if j.future.cancelled()]:

@@ -7,6 +7,7 @@ import uuid
 from typing import Any, TypeVar
 
 from aiohttp import web
+from hotswap_contract import tracing
 from hotswap_contract.wire import VERSION_HEADER
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
@@ -22,6 +23,7 @@ from .wire import CohereRerankRequest, TeiRerankRequest, f32, pydantic_message, 
 
 M = TypeVar("M", bound=BaseModel)
 routes = web.RouteTableDef()
+TRACER = tracing.tracer("hotswap_server")
 
 
 async def parse_body(request: web.Request, model: type[M]) -> M:
@@ -37,7 +39,23 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
 async def score_documents(
     state: ServerState, query: str, docs: list[str], *, truncate: bool, max_tokens_per_doc: int | None = None
 ) -> Scored:
-    """Admission checks shared by every rerank shape, then the engine."""
+    """Admission checks shared by every rerank shape, then the engine; one trace span with its parts."""
+    with TRACER.start_as_current_span("rerank", attributes={"hotswap.documents": len(docs)}) as span:
+        scored = await _admit_and_score(
+            state, query, docs, truncate=truncate, max_tokens_per_doc=max_tokens_per_doc
+        )
+        span.set_attribute("hotswap.version", scored.version)
+        span.set_attribute("hotswap.tokens", scored.tokens)
+        tracing.past_span(TRACER, "queue", scored.queued_ns, scored.started_ns)
+        tracing.past_span(
+            TRACER, "forward", scored.started_ns, scored.finished_ns, **{"hotswap.version": scored.version}
+        )
+        return scored
+
+
+async def _admit_and_score(
+    state: ServerState, query: str, docs: list[str], *, truncate: bool, max_tokens_per_doc: int | None
+) -> Scored:
     if not docs:
         raise ValidationError("at least one document is required")
     if len(docs) > state.settings.max_documents:
@@ -53,16 +71,17 @@ async def score_documents(
         raise PayloadTooLarge(
             f"query is {overhead} tokens with the special tokens; the model's limit per pair is {active.max_length}"
         )
-    if max_tokens_per_doc is not None:
-        docs = clip_documents(active, docs, max_tokens_per_doc)
-    if not truncate:
-        lengths = token_lengths(active, query, docs)
-        worst = max(range(len(lengths)), key=lengths.__getitem__)
-        if lengths[worst] > active.max_length:
-            raise PayloadTooLarge(
-                f"input of document {worst} is {lengths[worst]} tokens, the model's limit is "
-                f"{active.max_length}; set truncate to true to truncate documents"
-            )
+    with TRACER.start_as_current_span("tokenize"):
+        if max_tokens_per_doc is not None:
+            docs = clip_documents(active, docs, max_tokens_per_doc)
+        if not truncate:
+            lengths = token_lengths(active, query, docs)
+            worst = max(range(len(lengths)), key=lengths.__getitem__)
+            if lengths[worst] > active.max_length:
+                raise PayloadTooLarge(
+                    f"input of document {worst} is {lengths[worst]} tokens, the model's limit is "
+                    f"{active.max_length}; set truncate to true to truncate documents"
+                )
     return await state.engine.score(query, docs)
 
 

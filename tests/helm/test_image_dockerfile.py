@@ -100,14 +100,15 @@ def test_torch_build_is_selectable(dockerfile: tuple[list[str], list[Stage]]) ->
     assert re.search(r"pip install --index-url \"?\$\{TORCH_INDEX\}\"? \"?\$\{TORCH_SPEC\}\"?", runs), runs
     # torch is installed before the project, so `pip install .` never pulls another build.
     torch_at = runs.index("${TORCH_SPEC}")
-    project = re.search(r"pip install (\.|/src)(\s|$)", runs)
+    project = re.search(r"pip install (\.|/src|\"\.\[tracing\]\")(\s|$)", runs)
     assert project and project.start() > torch_at
 
 
 def test_installs_the_project_not_an_editable_checkout(dockerfile: tuple[list[str], list[Stage]]) -> None:
     _, stages = dockerfile
     runs = " ".join(r for s in stages for r in s.all("RUN"))
-    assert "pip install ." in runs and " -e " not in runs and "--editable" not in runs
+    assert ("pip install ." in runs or 'pip install ".[tracing]"' in runs) and " -e " not in runs
+    assert "--editable" not in runs
 
 
 def test_every_process_is_in_the_image(dockerfile: tuple[list[str], list[Stage]]) -> None:
