@@ -44,12 +44,12 @@ async def test_scenario_real_pods(testmodels_dir: Path) -> None:
         assert prev.verified_at is not None and prev.verified_at <= nxt.at
     assert all(s.mode == "inplace" and s.pause_ms is not None for s in swaps), swaps
 
-    # v3 (valid weights, ranks backwards) reached the first pod only, failed its canary, and every
-    # pod is back on v2; the status says so.
-    assert result.failure["pod"] == "reranker-0" and result.failure["step"] == "Verify"
+    # v3 (valid weights, ranks backwards) failed its canary on the first pod's staged weights: it
+    # never became active anywhere and answered no request; the status says so.
+    assert result.failure["pod"] == "reranker-0" and result.failure["step"] == "VerifyStaged"
     assert "expected 1" in result.failure["reason"]
-    assert [s.pod for s in result.broken] == ["reranker-0"]
-    assert [(s.pod, s.kind) for s in result.restored] == [("reranker-0", "rollback")]
+    assert result.broken == [] and result.restored == []
+    assert result.load.by_version.get("v3", 0) == 0
     assert result.degraded["status"] == "True" and result.degraded["reason"] == "RolloutFailed"
     assert [(h["version"], h["result"]) for h in result.history[-3:]] == [
         ("v1", "Succeeded"),

@@ -376,17 +376,18 @@ async def broken_canary_on_second_pod(fleet: Fleet) -> LoadReport:
 
 async def broken_canary_never_serves(fleet: Fleet) -> LoadReport:
     """A version that fails its canary fails it on the staged weights of the first pod: it never
-    becomes active anywhere, answers no request, and the fleet stays on v1 (history RolledBack)."""
+    becomes active anywhere, answers no request, and the fleet stays on v1 (history RolledBack).
+    A version id no earlier scenario used: a pod holding it in memory would reactivate it."""
     await fleet.baseline("v1")
     before = await fleet.swaps()
-    source = fleet.publish("v3", "inverted")
+    source = fleet.publish("v7", "inverted")
     async with fleet.cluster.load() as load:
-        await fleet.set_model("v3", source, rollout={"canary": [CANARY if fleet.real else TWO_DOC_CANARY]})
-        st = await failed_and_settled(fleet, "v3")
+        await fleet.set_model("v7", source, rollout={"canary": [CANARY if fleet.real else TWO_DOC_CANARY]})
+        st = await failed_and_settled(fleet, "v7")
         await asyncio.sleep(1.0)
         report = load.report()
     assert_no_failures(report)
-    assert report.by_version.get("v3", 0) == 0, f"v3 answered requests: {report.by_version}"
+    assert report.by_version.get("v7", 0) == 0, f"v7 answered requests: {report.by_version}"
     failure = st.rollout.failure if st.rollout else None
     assert failure is not None and (failure.pod, failure.step) == ("reranker-0", Step.VERIFY_STAGED), failure
     assert await fleet.swaps() == before, "no pod swapped"
