@@ -14,7 +14,8 @@ waits at every operator for its slowest core, so one core taken by the event loo
 neighbour stalls the whole forward; independent batches only slow down. The share is re-read at
 every module a forward enters, so a batch left running alone (low load, or the drain before an
 in-place swap) takes every thread back at once. On a GPU, and for a model whose device is
-unknown, one batch at a time.
+unknown, one batch at a time, always on the same one device thread (each thread that runs GPU
+forwards would get a cuBLAS workspace of its own).
 """
 
 from __future__ import annotations

@@ -266,3 +266,50 @@ async def test_a_changed_layer_norm_eps_is_a_full_replace(
     finally:
         await admin.close()
         await data.close()
+
+
+async def test_replace_without_room_drops_the_old_copy_and_puts_it_back_on_failure(
+    make_clients, monkeypatch
+) -> None:
+    """The tight replace (CUDA without room for two copies) run directly on CPU: a failed upload of
+    the new version uploads the old one again from its host copy."""
+    data, admin, state = await make_clients(model="tiny-xlmr-v1", swap_mode="inplace")
+    swaps = state.swaps
+    v1 = swaps.active
+    v1_scores = await _scores(data)
+    await admin.post("/admin/v1/preload", json={"version": "wide", "path": "tiny-xlmr-wide-v1"}, headers=AUTH)
+    wide = swaps.staged
+    real = swaps._to_device_sync
+
+    def failing(loaded):  # type: ignore[no-untyped-def]
+        if loaded.version == "wide":
+            raise RuntimeError("injected out of memory")
+        return real(loaded)
+
+    monkeypatch.setattr(swaps, "_to_device_sync", failing)
+    with pytest.raises(BackendError, match="restored"):
+        await swaps._replace_tight(state.engine.active, wide)
+    assert swaps.active.version == "v1" and swaps.active.module is not v1.module
+    assert _equal_to(_live(state), v1.host)
+    assert await _scores(data) == pytest.approx(v1_scores, abs=1e-6)
+    monkeypatch.setattr(swaps, "_to_device_sync", real)
+    outgoing, mode, _pause = await swaps._replace_tight(state.engine.active, wide)
+    assert mode == "replace" and outgoing.module is v1.host.module
+    assert swaps.active.version == "wide" and _equal_to(_live(state), wide.host)
+    r = await data.post("/rerank", json={"query": "q", "texts": DOCS})
+    assert r.headers["X-Hotswap-Model-Version"] == "wide"
+
+
+async def test_admin_state_parses_and_has_no_device_figures_on_cpu(make_clients) -> None:
+    from hotswap_contract.admin import AdminState
+
+    _data, admin, _state = await make_clients(model="tiny-xlmr-v1", swap_mode="inplace")
+    await admin.post("/admin/v1/preload", json={"version": "v2", "path": "tiny-xlmr-v2"}, headers=AUTH)
+    await admin.post("/admin/v1/activate", json={"version": "v2"}, headers=AUTH)
+    body = await (await admin.get("/admin/v1/state", headers=AUTH)).json()
+    parsed = AdminState.model_validate(body)
+    assert parsed.last_swap is not None and parsed.last_swap.mode == "inplace"
+    assert parsed.last_swap.device_peak_bytes is None and "devicePeakBytes" not in body["lastSwap"]
+    with_device = {**body["lastSwap"], "deviceBeforeBytes": 10, "devicePeakBytes": 12}
+    parsed = AdminState.model_validate({**body, "lastSwap": with_device})
+    assert parsed.last_swap is not None and parsed.last_swap.device_peak_bytes == 12
