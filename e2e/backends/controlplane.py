@@ -148,6 +148,7 @@ class ControlPlaneBackend:
         self.model_name = cfg.model
         self.workdir = cfg.workdir
         self.timings: dict[str, float] = {}
+        self.helm_warnings: list[str] = []  # what helm (and the API server through it) warned about
         self.keep_workdir = False  # set it to keep the work folder (every log) when the block ends
         self._agent_token: str | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -247,7 +248,10 @@ class ControlPlaneBackend:
             await follower
 
     def kubectl_hint(self) -> str:
-        return f"{kubectl_path()} --kubeconfig {self.cfg.kubeconfig} --namespace {self.namespace}"
+        """kubectl against this cluster: the API server listens on the loopback of the run's network
+        namespace, so from another shell enter it first (nsenter, as root)."""
+        enter = f"nsenter --net=/proc/{os.getpid()}/ns/net " if os.environ.get("HOTSWAP_NETNS") else ""
+        return f"{enter}{kubectl_path()} --kubeconfig {self.cfg.kubeconfig} --namespace {self.namespace}"
 
     @property
     def logs_dir(self) -> Path:
@@ -351,6 +355,10 @@ async def controlplane_backend(
                     raise ControlPlaneBackendError(
                         f"helm install failed:\n{res.stderr.strip()[-3000:]}{_refused(backend)}"
                     )
+                (workdir / "helm-install.log").write_text(res.stdout + res.stderr)
+                backend.helm_warnings = [line for line in res.stderr.splitlines() if line.strip()]
+                for line in backend.helm_warnings:
+                    say(f"helm: {line}")
                 say(f"helm install: deployed, every pod Ready, in {backend.timings['helm_install_s']:.1f} s")
                 yield backend
                 keep = backend.keep_workdir
