@@ -47,13 +47,16 @@ def read_header(path: Path) -> list[TensorEntry]:
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
-        kind = _sniff(head)
+        # A pickle or zip is named only once the bytes cannot be a safetensors header length: a
+        # valid file whose length's first byte is 0x80 (or whose first two bytes read "PK") is fine.
+        fits = len(head) == 8 and 8 + struct.unpack("<Q", head)[0] <= min(size, 8 + MAX_HEADER_BYTES)
+        kind = None if fits else _sniff(head)
         if kind is not None:
             raise InvalidModel(f"{rel}: file is {kind}, not safetensors; pickled weights are never loaded")
         if len(head) < 8:
             raise InvalidModel(f"{rel}: truncated: {size} bytes, no header")
         (header_len,) = struct.unpack("<Q", head)
-        if header_len > MAX_HEADER_BYTES or 8 + header_len > size:
+        if not fits:
             raise InvalidModel(f"{rel}: header length {header_len} does not fit in a {size}-byte file")
         raw = f.read(header_len)
     try:

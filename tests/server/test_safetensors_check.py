@@ -64,3 +64,17 @@ def test_pickles_zip_and_garbage_refused(tmp_path: Path) -> None:
     p.write_bytes(b"abc")
     with pytest.raises(InvalidModel, match="truncated"):
         read_header(p)
+
+
+@pytest.mark.parametrize(("header_len", "first_bytes"), [(0x280, b"\x80"), (0x4B50, b"PK")])
+def test_a_valid_file_is_not_taken_for_a_pickle_or_zip_by_its_first_bytes(
+    tmp_path: Path, header_len: int, first_bytes: bytes
+) -> None:
+    """The header length is little-endian: a valid file can start with 0x80 or "PK" (0x4b50)."""
+    raw = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    header = raw[:-1] + b" " * (header_len - len(raw)) + b"}"  # JSON allows the padding spaces
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\x00\x00\x80\x3f")
+    assert path.read_bytes().startswith(first_bytes)
+    (entry,) = read_header(path)
+    assert entry.name == "w"
