@@ -76,13 +76,13 @@ def run_server(tmp_path: Path, models_root: Path, *args: str, ready: bool = True
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()}")
         try:
-            r = requests.get(server.url + ("/readyz" if ready else "/healthz"), timeout=1)
+            r = requests.get(server.url + ("/readyz" if ready else "/healthz"), timeout=5)
             return r.status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or busy loading
             return False
 
     try:
-        wait_until(up, 60, "the server to come up")
+        wait_until(up, 120, "the server to come up")
         yield server
     finally:
         if proc.poll() is None:
