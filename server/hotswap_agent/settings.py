@@ -58,6 +58,9 @@ class Settings:
     source_read_timeout_s: float = 60.0
     log_level: str = "INFO"
     log_format: str = "text"
+    cache_dir: Path | None = None
+    cache_max_bytes: int = 0
+    cache_lock_timeout_s: float = 600.0
 
 
 def _http_url(value: str) -> str:
@@ -83,6 +86,22 @@ def _log_level(value: str) -> str:
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError(f"not a log level: {value!r}")
     return level
+
+
+_SIZE_UNITS = {
+    "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+    "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40,
+}  # fmt: skip
+
+
+def _byte_size(value: str) -> int:
+    """Bytes, plain or with a Kubernetes quantity suffix (``50Gi``, ``20G``); 0 means no limit."""
+    text = value.strip()
+    digits = text.rstrip("kMGTi")
+    unit = text[len(digits) :]
+    if unit not in _SIZE_UNITS or not digits.isdigit():
+        raise ValueError(f"not a byte size: {value!r} (e.g. 53687091200, 50Gi, 50G)")
+    return int(digits) * _SIZE_UNITS[unit]
 
 
 def _allow_prefix(value: str) -> str:
@@ -153,6 +172,23 @@ OPTIONS: tuple[Option, ...] = (
         "seconds a source may stay silent during a download",
         positive,
         to="source_read_timeout_s",
+    ),
+    _option(
+        "--cache-dir",
+        "model cache shared by pods, keyed by digest (<dir>/sha256-<hex>/); used for pinned sha256 only",
+        Path,
+        default_help="no cache",
+    ),
+    _option(
+        "--cache-max-bytes",
+        "cache size kept: least-recently-used entries not in use are evicted beyond it (50Gi); 0: no limit",
+        _byte_size,
+    ),
+    _option(
+        "--cache-lock-timeout",
+        "seconds to wait for another agent downloading the same version, then download without the cache",
+        positive,
+        to="cache_lock_timeout_s",
     ),
     _option("--log-level", "DEBUG, INFO, WARNING or ERROR", _log_level),
     _option(
