@@ -6,7 +6,9 @@ operations run in the background and are polled through ``/v1/status``; one at a
 ``sha256``; a folder holding a ``BROKEN`` file fails ``preload`` like NaN weights would. A JSON
 *script* file, re-read on every operation, injects failures and delays for tests::
 
-    {"fail": [{"step": "canary", "version": "v3", "error": "document 1 ranked first, expected 0"}],
+    {"fail": [{"step": "canary", "version": "v3", "error": "document 1 ranked first, expected 0"},
+              {"step": "stage", "version": "v4", "times": 2, "errorType": "source_unavailable",
+               "error": "GET http://registry/v4/manifest.json answered 429 Too Many Requests"}],
      "delay": {"stage": 0.5, "preload": 0.2, "activate": 0.05},
      "errors": [{"version": "v4", "pods": ["reranker-0"], "every": 2}],
      "invert": ["v5"]}
@@ -79,6 +81,7 @@ class FakePod:
         self.started_at = timeutil.iso(timeutil.now())
         self._task: asyncio.Task[None] | None = None
         self._script: tuple[float, dict[str, Any]] = (-1.0, {})
+        self._rule_hits: dict[str, int] = {}  # fail rules with ``times``: how often each failed here
         self._served = 0
 
     # -- scripting
@@ -106,7 +109,9 @@ class FakePod:
                 return True
         return False
 
-    def scripted_failure(self, step: str, version: str | None) -> str | None:
+    def scripted_failure(self, step: str, version: str | None) -> tuple[str, str | None] | None:
+        """The first matching ``fail`` rule's error and error type (``errorType``, else the step's);
+        a rule with ``times`` fails only that many operations of this pod (a transient error)."""
         for rule in self.script().get("fail", []):
             if rule.get("step") != step:
                 continue
@@ -114,7 +119,13 @@ class FakePod:
                 continue
             if rule.get("pods") and self.name not in rule["pods"]:
                 continue
-            return str(rule.get("error", f"scripted {step} failure"))
+            if "times" in rule:
+                key = json.dumps(rule, sort_keys=True)
+                hits = self._rule_hits.get(key, 0)
+                if hits >= int(rule["times"]):
+                    continue
+                self._rule_hits[key] = hits + 1
+            return str(rule.get("error", f"scripted {step} failure")), rule.get("errorType")
         return None
 
     @staticmethod
@@ -176,7 +187,7 @@ class FakePod:
             for step, error_type in self.script_steps(op["kind"], body):
                 failure = self.scripted_failure(step, op["version"])
                 if failure:
-                    raise OpError(failure, error_type)
+                    raise OpError(failure[0], failure[1] or error_type)
             op["result"] = await getattr(self, f"_{op['kind']}")(op["version"], body)
             op["state"] = "succeeded"
         except (OpError, ContractError) as exc:
@@ -198,6 +209,8 @@ class FakePod:
         if known is not None and body.get("sha256") in (None, known.digest):
             return {"version": version, "digest": known.digest, "noop": True}
         path = Path(uri.removeprefix("file://"))
+        if uri.startswith("file://") and not path.exists():
+            raise OpError(f"{uri} does not exist", "source_unavailable")  # as the agent says it
         if not uri.startswith("file://") or not path.is_dir():
             raise OpError(f"source {uri} is not a folder", "source_unavailable")
         digest = await asyncio.to_thread(folder_digest, path)

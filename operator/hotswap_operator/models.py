@@ -368,6 +368,15 @@ class Failure(_StatusModel):
     at: Timestamp
 
 
+class SourceGone(_StatusModel):
+    """A version whose source no longer holds it (staging it failed with a not-found kind of error)."""
+
+    version: str
+    reason: str
+    pod: str | None = None
+    at: Timestamp
+
+
 class CurrentStep(_StatusModel):
     pod: str
     step: Step
@@ -402,6 +411,11 @@ class PodFault(_StatusModel):
     reason: str
     since: Timestamp = Field(description="The pod's first fault in this rollout.")
     count: int = 1
+    retry_at: Timestamp | None = Field(
+        default=None,
+        description="A transient source error (throttling, a timeout): no pod stages before this "
+        "(backoff, bounded by podTimeoutSeconds since the first error).",
+    )
 
 
 class RolloutStatus(_StatusModel):
@@ -419,6 +433,10 @@ class RolloutStatus(_StatusModel):
     quality: QualityScores | None = Field(default=None, description="The quality gate's result.")
     pod_fault: PodFault | None = Field(
         default=None, description="The pod being re-planned after a pod fault (bounded by podTimeoutSeconds)."
+    )
+    attempt: int = Field(default=1, description="A first install (no last-good yet) is retried: its attempt.")
+    retry_at: Timestamp | None = Field(
+        default=None, description="A failed first install is tried again at this time (backoff)."
     )
 
 
@@ -459,6 +477,11 @@ class RerankerModelStatus(_StatusModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     rollout: RolloutStatus | None = None
+    last_good_unavailable: SourceGone | None = Field(
+        default=None,
+        description="The last-good version could not be staged from its source (gone from storage): "
+        "pods that need it (a new pod, a rollback) cannot get it.",
+    )
     history: list[HistoryEntry] = Field(default_factory=list)
     conditions: list[Condition] = Field(
         default_factory=list,

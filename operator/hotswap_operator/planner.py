@@ -16,7 +16,7 @@ import dataclasses
 import datetime
 from collections.abc import Sequence
 
-from .actions import Action, EventSpec, Kind, Purpose
+from .actions import Action, EventSpec, Kind, Outcome, Purpose
 from .models import (
     ACTIVE_PHASES,
     FAILED_PHASES,
@@ -28,11 +28,12 @@ from .models import (
     RerankerModelSpec,
     RerankerModelStatus,
     RolloutStatus,
+    SourceGone,
     Step,
     VersionRef,
 )
 from .observed import PodView
-from .progress import fail_rollout, history_entry, pod_state, state_since, summarize
+from .progress import fail_rollout, history_entry, pod_state, source_gone, state_since, summarize
 from .timeutil import iso, parse, seconds_between
 
 __all__ = ["Plan", "PlanInput", "plan", "rollback_target"]
@@ -141,6 +142,18 @@ class _Planner:
         spec = self.spec
         if old is not None and old.spec_hash == self.spec_hash:
             self.rollout = old
+            retry_at = parse(old.retry_at)
+            if old.phase is Phase.HOLDING and retry_at is not None and self.last_good is None:
+                if retry_at > self.inp.now:
+                    self.requeue = min(self.requeue, (retry_at - self.inp.now).total_seconds())
+                    return
+                self.rollout = self._new_rollout(attempt=old.attempt + 1)
+                self._event(
+                    "Warning",
+                    "InstallRetry",
+                    f"Retrying the first install of {spec.version} (attempt {old.attempt + 1}; the last "
+                    f"failed: {old.failure.reason if old.failure else 'unknown'})",
+                )
             return
         if old is not None and old.phase in ACTIVE_PHASES:
             self._history(old, HistoryResult.SUPERSEDED, f"superseded by a new spec (version {spec.version})")
@@ -156,14 +169,7 @@ class _Planner:
             # Same version and source: only rollout settings changed; the fleet stays verified.
             self.rollout = old.model_copy(update={"spec_hash": self.spec_hash})
             return
-        self.rollout = RolloutStatus(
-            version=spec.version,
-            spec_hash=self.spec_hash,
-            source=spec.source,
-            phase=Phase.PREFETCHING if spec.rollout.prefetch else Phase.ACTIVATING,
-            started_at=self.now,
-            digest=spec.source.sha256,
-        )
+        self.rollout = self._new_rollout()
         moving = sum(1 for p in self.pods if p.active != spec.version)
         self._event(
             "Normal",
@@ -171,6 +177,32 @@ class _Planner:
             f"Rolling out {spec.version} to {len(self.pods)} pod(s), {moving} to move"
             + (f" (last good: {self.last_good.version})" if self.last_good else ""),
         )
+
+    def _new_rollout(self, attempt: int = 1) -> RolloutStatus:
+        spec = self.spec
+        return RolloutStatus(
+            version=spec.version,
+            spec_hash=self.spec_hash,
+            source=spec.source,
+            phase=Phase.PREFETCHING if spec.rollout.prefetch else Phase.ACTIVATING,
+            started_at=self.now,
+            digest=spec.source.sha256,
+            attempt=attempt,
+        )
+
+    def _source_backoff(self, pod: PodView, action: Action) -> bool:
+        """A transient source error is being backed off: no pod stages before its retry time."""
+        fault = self.rollout.pod_fault
+        retry_at = parse(fault.retry_at) if fault is not None else None
+        if not action.needs_stage or fault is None or retry_at is None or retry_at <= self.inp.now:
+            return False
+        self._set_pod(
+            pod,
+            PodState.PENDING,
+            f"source unavailable ({fault.reason}); retry {fault.count + 1} at {fault.retry_at}",
+        )
+        self.requeue = min(self.requeue, max(0.1, (retry_at - self.inp.now).total_seconds()))
+        return True
 
     # -- phases
 
@@ -187,11 +219,16 @@ class _Planner:
             if self._digest_conflict(pod):
                 return
             action = self._towards(pod, target, self._target_ref(), Purpose.ROLLOUT, prepare_only=True)
+            if action is not None and self._source_backoff(pod, action):
+                waiting = True
+                continue
             if action is not None:
                 self.actions.append(action)
                 self._set_pod(pod, PodState.STAGING if action.needs_stage else PodState.PRELOADING, "")
         if self.actions or waiting:
-            self.requeue = self.inp.poll_interval
+            fault = self.rollout.pod_fault
+            if self.actions or fault is None or fault.retry_at is None:
+                self.requeue = self.inp.poll_interval  # (else: until the source's retry time)
             return
         self.rollout = self.rollout.model_copy(update={"phase": Phase.ACTIVATING})
         self._event(
@@ -260,6 +297,8 @@ class _Planner:
         """Bring the pod towards the target: prepare it, or swap it and verify it in the same round."""
         action = self._towards(pod, self.rollout.version, self._target_ref(), purpose)
         if action is None:  # no way to get the version (no source): reported in _towards
+            return
+        if self._source_backoff(pod, action):
             return
         if action.kind in (Kind.ACTIVATE, Kind.REACTIVATE) and self._quality_pending(purpose):
             self._evaluate(pod)
@@ -549,8 +588,39 @@ class _Planner:
             )
         return None
 
+    def _last_good_unavailable(self) -> SourceGone | None:
+        """Kept while it names the current last-good version; also read off a pod whose agent's boot
+        keeps failing to stage it with a not-found kind of error (a new pod booting)."""
+        gone = self.inp.status.last_good_unavailable
+        good = self.last_good
+        if good is None:
+            return None
+        if gone is not None and gone.version != good.version:
+            gone = None
+        for pod in self.pods:
+            boot = pod.agent.boot if pod.agent is not None else {}
+            error = str(boot.get("lastError") or "")
+            if (
+                boot.get("state") == "retrying"
+                and boot.get("version") == good.version
+                and source_gone(
+                    Outcome(ok=False, step=Step.STAGE, error=error, error_type="source_unavailable")
+                )
+            ):
+                if gone is None:
+                    self._event(
+                        "Warning",
+                        "LastGoodUnavailable",
+                        f"Pod {pod.name} cannot boot on the last-good version {good.version}: gone from "
+                        f"its source ({error}); restore it or roll out a new version",
+                    )
+                    gone = SourceGone(version=good.version, reason=error, pod=pod.name, at=self.now)
+                break
+        return gone
+
     def _status(self) -> RerankerModelStatus:
         base = RerankerModelStatus(
+            last_good_unavailable=self._last_good_unavailable(),
             observed_generation=self.inp.generation,
             target_version=self.spec.version,
             last_good=self.last_good,

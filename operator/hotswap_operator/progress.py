@@ -8,7 +8,10 @@ prefetch), so status shows progress as it happens; ``summarize`` derives the sum
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Any
+
+from hotswap_contract.retry import Backoff
 
 from . import conditions as cond
 from .actions import Action, EventSpec, Kind, Outcome, Purpose
@@ -27,6 +30,7 @@ from .models import (
     RerankerModelSpec,
     RerankerModelStatus,
     RolloutStatus,
+    SourceGone,
     Step,
     VersionRef,
 )
@@ -65,6 +69,7 @@ def summarize(status: RerankerModelStatus, *, now: str, moving: bool = False) ->
     failed = r.phase in FAILED_PHASES
     target = status.target_version or r.version
     gate_failed = failure is not None and failure.step is Step.QUALITY
+    retrying = r.phase is Phase.HOLDING and r.retry_at is not None  # a failed first install, retried
     # kstatus: Ready only while spec.version is served by every selected pod and nothing moves.
     if not pods:
         put(cond.READY, False, "NoPods", "no running pod matches the selector")
@@ -72,6 +77,8 @@ def summarize(status: RerankerModelStatus, *, now: str, moving: bool = False) ->
         put(cond.READY, True, "RolloutComplete", f"all {len(pods)} pod(s) serve {current}")
     elif failed and gate_failed:
         put(cond.READY, False, "QualityGateFailed", f"{target} is not served: {failed_msg}")
+    elif retrying:
+        put(cond.READY, False, "InstallRetrying", f"{failed_msg}; attempt {r.attempt + 1} at {r.retry_at}")
     elif r.phase is Phase.HOLDING:
         put(cond.READY, False, "RolloutHeld", failed_msg)
     elif failed:
@@ -81,7 +88,7 @@ def summarize(status: RerankerModelStatus, *, now: str, moving: bool = False) ->
         reason = "Progressing" if r.phase in ACTIVE_PHASES or moving else "PodsNotSettled"
         put(cond.READY, False, reason, f"{on_target}/{len(pods)} pod(s) on {r.version}")
 
-    reconciling = r.phase in ACTIVE_PHASES or r.phase is Phase.ROLLING_BACK or moving
+    reconciling = r.phase in ACTIVE_PHASES or r.phase is Phase.ROLLING_BACK or moving or retrying
     if r.phase in ACTIVE_PHASES:
         put(
             cond.PROGRESSING,
@@ -92,6 +99,13 @@ def summarize(status: RerankerModelStatus, *, now: str, moving: bool = False) ->
     elif r.phase is Phase.ROLLING_BACK or moving:
         reason = "RollingBack" if r.phase is Phase.ROLLING_BACK else "Converging"
         put(cond.PROGRESSING, True, reason, f"moving pods to {serving}")
+    elif retrying:
+        put(
+            cond.PROGRESSING,
+            True,
+            "InstallRetrying",
+            f"attempt {r.attempt + 1} of {r.version} at {r.retry_at}",
+        )
     else:
         reason = {Phase.COMPLETE: "RolloutComplete", Phase.ROLLED_BACK: "RolledBack"}.get(
             r.phase, "RolloutHeld"
@@ -104,6 +118,8 @@ def summarize(status: RerankerModelStatus, *, now: str, moving: bool = False) ->
     # kstatus: Stalled while the operator will not retry until the spec changes.
     if failed and gate_failed:
         put(cond.STALLED, True, "QualityGateFailed", failed_msg + "; change the spec to try again")
+    elif retrying:
+        put(cond.STALLED, False, "InstallRetrying", "")
     elif r.phase is Phase.HOLDING:
         put(cond.STALLED, True, "RolloutHeld", failed_msg + "; change the spec to try again")
     elif failed:
@@ -111,10 +127,21 @@ def summarize(status: RerankerModelStatus, *, now: str, moving: bool = False) ->
     else:
         put(cond.STALLED, False, "AsExpected", "")
 
-    if failed:
+    gone = status.last_good_unavailable
+    if gone is not None and gone.version == good:
+        put(
+            cond.DEGRADED,
+            True,
+            "LastGoodUnavailable",
+            f"the last-good version {good} is gone from its source ({gone.reason}); a pod that needs it "
+            "cannot get it",
+        )
+    elif failed:
         tail = (
             "; holding (automatic rollback off)" if r.phase is Phase.HOLDING else f"; rolled back to {good}"
         )
+        if retrying:
+            tail = f"; first install retried at {r.retry_at}"
         put(cond.DEGRADED, True, "QualityGateFailed" if gate_failed else "RolloutFailed", failed_msg + tail)
     elif sick:
         put(cond.DEGRADED, True, "PodFailed", "; ".join(f"{p.name}: {p.message or p.state}" for p in sick))
@@ -171,6 +198,7 @@ def record(
     events: list[EventSpec] = []
     history = list(status.history)
     old = next((p for p in status.pods if p.name == action.pod), None)
+    gone = status.last_good_unavailable
     if action.kind is Kind.EVALUATE:
         r, evs = _quality(r, action, outcome, stamp)
         events.extend(evs)
@@ -178,12 +206,41 @@ def record(
         r, (state, message, fields), evs = _advance(spec, r, action, outcome, now)
         events.extend(evs)
         pod = pod_state(old, action.pod, state, message, stamp, retry_at=None, **fields)
+        if gone is not None and gone.version == action.version and action.kind is Kind.PREPARE:
+            gone = None  # its source holds it again
     else:
         reason = outcome.error or "failed"
         message = f"{outcome.step}: {reason}"
         retry_at = None
         fault = _pod_fault(spec, r, action, outcome, now) if r.phase in ACTIVE_PHASES else None
-        if action.purpose is Purpose.ROLLOUT and fault is not None:
+        good = status.last_good
+        if good is not None and action.version == good.version and source_gone(outcome):
+            if gone is None or gone.version != good.version:
+                events.append(
+                    EventSpec(
+                        "Warning",
+                        "LastGoodUnavailable",
+                        f"The last-good version {good.version} is gone from its source "
+                        f"({good.source.uri if good.source else 'no source'}): {reason}; pods that need "
+                        "it (a new pod booting, a rollback) cannot get it — restore it or roll out a "
+                        "new version",
+                    )
+                )
+            gone = SourceGone(version=good.version, reason=reason, pod=action.pod, at=stamp)
+        if action.purpose is Purpose.ROLLOUT and fault is not None and fault.retry_at is not None:
+            # A transient source error (throttled, timed out): not the version's fault; retried with
+            # backoff within podTimeoutSeconds.
+            r = r.model_copy(update={"pod_fault": fault, "current": None})
+            events.append(
+                EventSpec(
+                    "Warning",
+                    "SourceUnavailable",
+                    f"Pod {action.pod}: {outcome.step} {action.version}: {reason} (transient, "
+                    f"{fault.count} so far): retrying at {fault.retry_at}",
+                )
+            )
+            message = f"{outcome.step}: {reason} (transient: retrying at {fault.retry_at})"
+        elif action.purpose is Purpose.ROLLOUT and fault is not None:
             # A pod fault is not a version fault: the pod is re-planned on the next pass.
             r = r.model_copy(update={"pod_fault": fault, "current": None})
             events.append(
@@ -219,7 +276,14 @@ def record(
     ordered = [pod if p.name == action.pod else p for p in status.pods]
     if old is None:
         ordered.append(pod)
-    new = status.model_copy(update={"rollout": r, "pods": ordered, "history": history[-spec.history_limit :]})
+    new = status.model_copy(
+        update={
+            "rollout": r,
+            "pods": ordered,
+            "history": history[-spec.history_limit :],
+            "last_good_unavailable": gone,
+        }
+    )
     return summarize(new, now=stamp), tuple(events)
 
 
@@ -229,6 +293,69 @@ POD_FAULT_TYPES = frozenset(
     {"verify_failed", "not_staged", "not_on_disk", "server_unavailable", "cancelled", "agent_unreachable"}
 )
 MAX_POD_FAULTS = 3
+INSTALL_RETRY_INITIAL = 10.0  # seconds before a failed first install is tried again (doubling)
+INSTALL_RETRY_MAX = 300.0
+
+
+# The agent says ``source_unavailable`` both for a source it cannot reach now (throttled, a 5xx, a
+# timeout, a reset connection) and for one that answered for good: the version is not there (a 404, no
+# such key, an empty prefix) or access is refused. Told apart by the agent's message.
+_SOURCE_GONE = re.compile(
+    r"does not exist|answered 404|answered 410|no objects under|NoSuchKey|NoSuchBucket|NotFound|"
+    r"404 Client Error|not found",
+    re.IGNORECASE,
+)
+_SOURCE_REFUSED = re.compile(r"answered 40[13]|AccessDenied|Forbidden|Unauthorized|InvalidAccessKey", re.I)
+SOURCE_RETRY_INITIAL = 2.0  # seconds before the first retry of a transient source error
+SOURCE_RETRY_MAX = 30.0
+
+
+def source_gone(outcome: Outcome) -> bool:
+    """The source answered that it does not hold the version (not a passing trouble)."""
+    return outcome.error_type == "source_unavailable" and bool(_SOURCE_GONE.search(outcome.error))
+
+
+def transient_source_error(outcome: Outcome) -> bool:
+    """A source error worth retrying: throttling (429, SlowDown), a 5xx, a timeout, a reset."""
+    return (
+        outcome.error_type == "source_unavailable"
+        and not _SOURCE_GONE.search(outcome.error)
+        and not _SOURCE_REFUSED.search(outcome.error)
+    )
+
+
+def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
+    """The delay before retry number ``attempt`` (1-based) of the shared capped exponential backoff."""
+    backoff = Backoff(initial, maximum)
+    delay = backoff.next()
+    for _ in range(max(0, attempt - 1)):
+        delay = backoff.next()
+    return delay
+
+
+def _source_fault(
+    spec: RerankerModelSpec, r: RolloutStatus, action: Action, outcome: Outcome, now: datetime.datetime
+) -> PodFault | None:
+    """A transient source error's record (the source is shared: one record for every pod), with the
+    time of the next try; None once the next try would fall past ``podTimeoutSeconds`` since the
+    first error (then the rollout fails as before)."""
+    old = r.pod_fault if r.pod_fault is not None and r.pod_fault.retry_at is not None else None
+    if old is not None and (parse(old.retry_at) or now) > now:
+        return old  # another pod's try in the same round (parallel prefetch): one backoff step a round
+    stamp = iso(now)
+    since = old.since if old is not None else stamp
+    count = (old.count if old is not None else 0) + 1
+    at = now + datetime.timedelta(seconds=backoff_delay(count, SOURCE_RETRY_INITIAL, SOURCE_RETRY_MAX))
+    if (at - (parse(since) or now)).total_seconds() > spec.rollout.pod_timeout_seconds:
+        return None
+    return PodFault(
+        pod=action.pod,
+        step=outcome.step,
+        reason=outcome.error or "failed",
+        since=since,
+        count=count,
+        retry_at=iso(at),
+    )
 
 
 def _pod_fault(
@@ -237,6 +364,8 @@ def _pod_fault(
     """The pod's fault record when ``outcome`` is a pod fault still within its bounds, else None
     (a version fault, or a pod that kept failing: more than MAX_POD_FAULTS times or longer than
     ``podTimeoutSeconds`` since its first fault — then the rollout fails as before)."""
+    if action.kind is Kind.PREPARE and transient_source_error(outcome):
+        return _source_fault(spec, r, action, outcome, now)
     if outcome.error_type not in POD_FAULT_TYPES or action.kind is Kind.EVALUATE:
         return None
     stamp = iso(now)
@@ -304,6 +433,8 @@ def _advance(
     pod, version = action.pod, action.version
     rolling = action.purpose is Purpose.ROLLOUT
     if action.kind is Kind.PREPARE:
+        if r.pod_fault is not None and r.pod_fault.retry_at is not None and r.pod_fault.pod == pod:
+            r = r.model_copy(update={"pod_fault": None})  # the source answers that pod again
         if outcome.digest and r.digest is None and version == r.version:
             r = r.model_copy(update={"digest": outcome.digest})
         what = "Staged and preloaded" if action.needs_stage else "Preloaded"
@@ -370,12 +501,30 @@ def fail_rollout(
     automatic = spec.rollback.automatic and last_good is not None
     failure = Failure(pod=pod, step=step, reason=reason, at=stamp)
     phase = Phase.ROLLING_BACK if automatic else Phase.HOLDING
+    # A first install (nothing to roll back to) is tried again after a capped backoff, not held until
+    # the spec changes; a quality gate's verdict on the same digest would not change, so it is final.
+    retry_at = None
+    if last_good is None and step is not Step.QUALITY:
+        delay = backoff_delay(r.attempt, INSTALL_RETRY_INITIAL, INSTALL_RETRY_MAX)
+        retry_at = iso(
+            (parse(stamp) or datetime.datetime.now(datetime.UTC)) + datetime.timedelta(seconds=delay)
+        )
     r = r.model_copy(
-        update={"phase": phase, "failure": failure, "current": None, "next_at": None, "finished_at": stamp}
+        update={
+            "phase": phase,
+            "failure": failure,
+            "current": None,
+            "next_at": None,
+            "finished_at": stamp,
+            "retry_at": retry_at,
+            "pod_fault": None,
+        }
     )
     where = f"pod {pod} " if pod else ""
     then = f"rolling back to {last_good.version}" if automatic and last_good else "holding"
-    if not spec.rollback.automatic:
+    if retry_at is not None:
+        then = f"first install (no last-good version): attempt {r.attempt} failed, retrying at {retry_at}"
+    elif not spec.rollback.automatic:
         then = "holding (automatic rollback is off)"
     elif last_good is None:
         then = "holding (no last-good version)"

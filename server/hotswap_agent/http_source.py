@@ -34,6 +34,22 @@ from hotswap_agent.uris import SourceUri, check_allowed, check_host, is_refused_
 
 MAX_REDIRECTS = 5
 MAX_MANIFEST_BYTES = 16 << 20
+# A throttled or briefly unavailable source (429, 503) is asked again a few times, after its
+# ``Retry-After`` (seconds; capped) or a short backoff, before the error reaches the operator (which
+# retries a transient ``source_unavailable`` with its own backoff, within podTimeoutSeconds).
+BUSY_STATUSES = (429, 503)
+BUSY_RETRIES = 3
+BUSY_WAIT_MAX = 10.0
+
+
+def retry_after(value: str | None, attempt: int) -> float:
+    """Seconds to wait before asking again: ``Retry-After`` in seconds (an HTTP date is not parsed),
+    else 0.5 s doubling; at most BUSY_WAIT_MAX."""
+    try:
+        wait = float(value) if value is not None else 0.5 * 2**attempt
+    except ValueError:
+        wait = 0.5 * 2**attempt
+    return min(max(wait, 0.0), BUSY_WAIT_MAX)
 
 
 class SafeResolver(AbstractResolver):
@@ -81,7 +97,8 @@ class HttpFetcher:
         """GET ``url``, following redirects only to the source's own origin and allow-list."""
         origin = (source.scheme, source.host, source.port)
         shown = str(url.with_query(None))
-        for _ in range(MAX_REDIRECTS + 1):
+        busy = redirects = 0
+        while redirects <= MAX_REDIRECTS:
             try:
                 resp = await session.get(url, allow_redirects=False)
             except aiohttp.ClientError as exc:
@@ -90,6 +107,12 @@ class HttpFetcher:
                 raise SourceUnavailable(f"GET {shown}: {describe(exc)}") from None
             except TimeoutError:
                 raise SourceUnavailable(f"GET {shown}: timed out") from None
+            if resp.status in BUSY_STATUSES and busy < BUSY_RETRIES:
+                wait = retry_after(resp.headers.get("Retry-After"), busy)
+                resp.release()
+                busy += 1
+                await asyncio.sleep(wait)
+                continue
             if resp.status in (301, 302, 303, 307, 308):
                 location = resp.headers.get("Location", "")
                 resp.release()
@@ -101,6 +124,7 @@ class HttpFetcher:
                     )
                 check_allowed(hop, self.settings.allow)
                 url, shown = target, str(target.with_query(None))
+                redirects += 1
                 continue
             try:
                 if resp.status != 200:

@@ -556,6 +556,75 @@ async def pod_killed_while_verified_staged(fleet: Fleet) -> LoadReport:
     return report
 
 
+async def transient_source_error_is_retried(fleet: Fleet) -> LoadReport:
+    """The source throttles every pod's first two stages (a 429): retried with backoff within
+    podTimeoutSeconds, the rollout completes, the fleet is never rolled back."""
+    assert not fleet.real, "fake pods only: they can be told the source throttles"
+    c = fleet.cluster
+    await fleet.baseline("v1")
+    fleet._fail_fakes(
+        {
+            "step": "stage",
+            "version": "v7",
+            "times": 2,
+            "errorType": "source_unavailable",
+            "error": "GET http://registry/v7/manifest.json answered 429 Too Many Requests",
+        }
+    )
+    async with c.load() as load:
+        await fleet.set_model("v7", fleet.publish("v7", "v2"))
+        st = await c.wait_ready("v7", timeout=fleet.timeout * 2)
+        report = load.report()
+    assert_no_failures(report)
+    r = st.rollout
+    assert r is not None and r.failure is None and st.history[-1].result is HistoryResult.SUCCEEDED
+    reasons = [e["reason"] for e in await c.events()]
+    assert "SourceUnavailable" in reasons and "RolloutFailed" not in reasons, reasons
+    return report
+
+
+async def last_good_source_gone(fleet: Fleet) -> LoadReport:
+    """The last-good version deleted from storage, then a new pod needs it: Degraded
+    (LastGoodUnavailable) and an Event, not a silent boot ConfigMap pointing at nothing; restored,
+    the pod joins and the condition clears."""
+    assert not fleet.real, "fake pods only"
+    c = fleet.cluster
+    source = await fleet.baseline("v8", "v2")
+    gone = Path(source["uri"].removeprefix("file://"))
+    moved = gone.with_name(".v8.away")
+    gone.rename(moved)
+    async with c.load() as load:
+        pod = await c.add_pod(wait=False)  # it cannot become ready: its boot version is gone
+        st = await _last_good_gone_then_restored(fleet, pod.name, gone, moved)
+        report = load.report()
+    assert_no_failures(report)
+    assert st.last_good_unavailable is None
+    return report
+
+
+async def _last_good_gone_then_restored(
+    fleet: Fleet, pod: str, gone: Path, moved: Path
+) -> RerankerModelStatus:
+    c = fleet.cluster
+
+    def unavailable(s: RerankerModelStatus) -> bool:
+        return cond(s, "Degraded")[:2] == ("True", "LastGoodUnavailable")
+
+    st = await c.wait_for_status(unavailable, timeout=fleet.timeout, what="LastGoodUnavailable")
+    assert st.last_good_unavailable is not None and st.last_good_unavailable.version == "v8"
+    assert "does not exist" in cond(st, "Degraded")[2]
+    events = [e for e in await c.events() if e["reason"] == "LastGoodUnavailable"]
+    assert events and "v8" in events[0]["message"], events
+    moved.rename(gone)  # restored: the pod is brought onto it, the condition clears
+    st = await c.wait_for_status(
+        lambda s: cond(s, "Degraded")[0] == "False" and s.ready_pods == f"{len(c.pods)}/{len(c.pods)}",
+        timeout=fleet.timeout * 2,
+        what="the new pod on v8",
+    )
+    assert (await fleet.actives())[pod] == "v8"
+    return st
+
+
 async def pod_added_after_rollout(fleet: Fleet) -> LoadReport:
     """A new pod boots on the last-good version from the boot ConfigMap and joins the fleet."""
     c = fleet.cluster

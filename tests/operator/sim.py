@@ -47,6 +47,7 @@ class SimPod:
     running: bool = True
     reachable: bool = True
     busy: bool = False
+    boot: dict[str, Any] = dataclasses.field(default_factory=dict)  # the agent's status.boot
     activations: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     staged_verified: list[str] = dataclasses.field(default_factory=list)
 
@@ -62,6 +63,7 @@ class SimPod:
                     "staged": rec(self.staged),
                     "onDisk": [{"version": v, "digest": d} for v, d in self.on_disk.items()],
                     "operation": {"kind": "stage", "state": "running"} if self.busy else None,
+                    "boot": self.boot,
                 }
             )
         serving_ready = self.ready and (self.active is not None)
@@ -91,6 +93,8 @@ class Sim:
     evaluations: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     # (pod, step, version) -> (error_type, the pod restarts: staged lost, back on its previous version)
     pod_faults: dict[tuple[str, Step, str], tuple[str, bool]] = dataclasses.field(default_factory=dict)
+    # (pod or "*", version) -> the agent's source_unavailable messages, one consumed per stage attempt
+    source_errors: dict[tuple[str, str], list[str]] = dataclasses.field(default_factory=dict)
 
     def step(self) -> Plan:
         p = plan(
@@ -160,6 +164,11 @@ class Sim:
 
         if action.kind is Kind.PREPARE:
             if action.needs_stage:
+                queue = self.source_errors.get((pod.name, v)) or self.source_errors.get(("*", v))
+                if queue:
+                    return Outcome(
+                        ok=False, step=Step.STAGE, error=queue.pop(0), error_type="source_unavailable"
+                    )
                 if err := fail(Step.STAGE):
                     return Outcome(ok=False, step=Step.STAGE, error=err)
                 pod.on_disk[v] = digest_of(v)

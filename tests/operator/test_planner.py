@@ -8,8 +8,9 @@ import pytest
 from hotswap_operator import conditions as cond
 from hotswap_operator.actions import Kind
 from hotswap_operator.models import HistoryResult, Phase, PodState, Step
+from hotswap_operator.timeutil import parse
 
-from .sim import Sim, boot_ref, digest_of, fleet, make_spec
+from .sim import Sim, SimPod, boot_ref, digest_of, fleet, make_spec
 
 
 def cond_of(sim: Sim, type_: str) -> tuple[str, str]:
@@ -531,3 +532,154 @@ def test_a_version_fault_still_fails_at_once() -> None:
     assert "PodFault" not in [e.reason for e in sim.events]
     r = sim.status.rollout
     assert r is not None and r.phase is Phase.ROLLED_BACK
+
+
+# ---------------------------------------------------------------- source errors, first install, last-good
+
+
+def stage_attempts(sim: Sim, pod: str, version: str) -> int:
+    return sum(1 for a in sim.actions if a.pod == pod and a.version == version and a.needs_stage)
+
+
+def test_a_transient_source_error_is_retried_with_backoff_not_rolled_back() -> None:
+    sim = Sim(spec=make_spec("v2"), pods=fleet(3), boot=boot_ref("v1"))
+    sim.source_errors[("pod-2", "v2")] = [
+        "GET http://registry/v2/manifest.json answered 429 Too Many Requests",
+        "s3 source s3://models/v2: An error occurred (SlowDown) when calling the GetObject operation",
+        "GET http://registry/v2/model.safetensors: timed out",
+    ]
+    sim.run()
+    assert [p.active for p in sim.pods.values()] == ["v2"] * 3
+    r = sim.status.rollout
+    assert r is not None and r.phase is Phase.COMPLETE and r.failure is None and r.pod_fault is None
+    reasons = [e.reason for e in sim.events]
+    assert reasons.count("SourceUnavailable") == 3 and "RolloutFailed" not in reasons
+    assert stage_attempts(sim, "pod-2", "v2") == 4
+    # backoff 2s, 4s, 8s between the tries (the shared helper), all within podTimeoutSeconds
+    assert (sim.now - parse(r.started_at)).total_seconds() >= 14  # type: ignore[operator]
+    assert all(len(p.activations) == 1 for p in sim.pods.values())
+
+
+def test_source_backoff_is_shown_in_status_and_holds_every_stage() -> None:
+    sim = Sim(spec=make_spec("v2"), pods=fleet(2), boot=boot_ref("v1"))
+    sim.source_errors[("*", "v2")] = ["GET http://registry/v2/manifest.json answered 503 Service Unavailable"]
+    sim.step()  # prefetch: pod-1 throttled, pod-2 staged
+    r = sim.status.rollout
+    assert r is not None and r.pod_fault is not None and r.pod_fault.retry_at is not None
+    sim.step()
+    pods = {p.name: p for p in sim.status.pods}
+    assert "retry 2 at" in pods["pod-1"].message and sim.last_plan is not None
+    assert not sim.last_plan.actions and 0 < sim.last_plan.requeue_after <= 2.0
+    sim.run()
+    assert [p.active for p in sim.pods.values()] == ["v2", "v2"]
+
+
+def test_a_source_that_stays_unavailable_fails_the_rollout_within_the_pod_timeout() -> None:
+    sim = Sim(spec=make_spec("v2", rollout={"podTimeoutSeconds": 20}), pods=fleet(2), boot=boot_ref("v1"))
+    sim.source_errors[("*", "v2")] = [
+        "GET http://registry/v2/manifest.json answered 429 Too Many Requests"
+    ] * 50
+    sim.run()
+    r = sim.status.rollout
+    assert r is not None and r.phase is Phase.ROLLED_BACK and r.failure is not None
+    assert r.failure.step is Step.STAGE and "429" in r.failure.reason
+    assert [e.reason for e in sim.events].count("SourceUnavailable") >= 3  # retried with backoff
+    took = (parse(r.failure.at) - parse(r.started_at)).total_seconds()  # type: ignore[operator]
+    assert 10 <= took <= 20, "it gave up once the next try would end past podTimeoutSeconds"
+    assert [p.active for p in sim.pods.values()] == ["v1", "v1"]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "file:///registry/v2 does not exist",
+        "GET http://registry/v2/manifest.json answered 404 Not Found",
+        "GET http://registry/v2/manifest.json answered 403 Forbidden",
+        "no objects under s3://models/v2",
+    ],
+)
+def test_a_source_that_does_not_hold_the_version_fails_at_once(message: str) -> None:
+    sim = Sim(spec=make_spec("v2"), pods=fleet(2), boot=boot_ref("v1"))
+    sim.source_errors[("pod-1", "v2")] = [message]
+    sim.run()
+    r = sim.status.rollout
+    assert r is not None and r.phase is Phase.ROLLED_BACK and r.failure is not None
+    assert "SourceUnavailable" not in [e.reason for e in sim.events]
+
+
+def test_a_failed_first_install_is_retried_with_backoff() -> None:
+    sim = Sim(spec=make_spec("v1"), pods=fleet(2, version=None))
+    sim.failures[("*", Step.STAGE, "v1")] = "source_invalid: model.safetensors missing"
+    for _ in range(10):
+        sim.step()
+        r = sim.status.rollout
+        if r is not None and r.retry_at is not None:
+            break
+    r = sim.status.rollout
+    assert r is not None and r.phase is Phase.HOLDING and r.attempt == 1 and r.retry_at is not None
+    assert cond_of(sim, cond.READY) == ("False", "InstallRetrying")
+    assert cond_of(sim, cond.STALLED) == ("False", "InstallRetrying")  # kstatus: it will retry by itself
+    assert cond_of(sim, cond.RECONCILING)[0] == "True"
+    first_retry = r.retry_at
+    # the second attempt fails too: the delay doubles
+    for _ in range(200):
+        sim.step()
+        r = sim.status.rollout
+        if r is not None and r.attempt == 2 and r.retry_at is not None:
+            break
+    assert r is not None and r.attempt == 2 and r.retry_at is not None and r.failure is not None
+    gap = (parse(r.retry_at) - parse(r.failure.at)).total_seconds()  # type: ignore[operator]
+    assert gap == 20.0 and r.retry_at > first_retry
+    del sim.failures[("*", Step.STAGE, "v1")]
+    sim.run()
+    r = sim.status.rollout
+    assert r is not None and r.phase is Phase.COMPLETE and r.attempt == 3
+    assert [p.active for p in sim.pods.values()] == ["v1", "v1"]
+    assert [e.reason for e in sim.events].count("InstallRetry") == 2
+    assert cond_of(sim, cond.READY) == ("True", "RolloutComplete")
+    assert [h.result for h in sim.status.history] == [
+        HistoryResult.FAILED,
+        HistoryResult.FAILED,
+        HistoryResult.SUCCEEDED,
+    ]
+
+
+def test_a_first_install_failing_its_quality_gate_is_not_retried() -> None:
+    sim = Sim(spec=make_spec("v1", rollout={"quality": QUALITY}), pods=fleet(1, version=None))
+    sim.failures[("*", Step.QUALITY, "v1")] = "below the floor"
+    sim.run()
+    r = sim.status.rollout
+    assert r is not None and r.phase is Phase.HOLDING and r.retry_at is None
+    assert "InstallRetry" not in [e.reason for e in sim.events]
+
+
+def test_the_last_good_source_gone_is_reported_when_a_new_pod_needs_it() -> None:
+    sim = Sim(spec=make_spec("v1"), pods=fleet(2), boot=boot_ref("v1"))
+    sim.run()
+    assert sim.status.last_good is not None and cond_of(sim, cond.DEGRADED)[0] == "False"
+    new = SimPod(name="pod-3")  # a new pod booting: nothing active, its boot cannot stage v1
+    sim.pods[new.name] = new
+    sim.source_errors[("pod-3", "v1")] = ["file:///registry/v1 does not exist"] * 3
+    for _ in range(6):  # it fails and is retried every failed_pod_retry
+        sim.step()
+    assert cond_of(sim, cond.DEGRADED) == ("True", "LastGoodUnavailable")
+    gone = sim.status.last_good_unavailable
+    assert gone is not None and gone.version == "v1" and "does not exist" in gone.reason
+    assert [e.reason for e in sim.events].count("LastGoodUnavailable") == 1
+    # restored: the next convergence stages it and the condition clears
+    sim.source_errors.clear()
+    sim.now += datetime.timedelta(seconds=60)
+    sim.run()
+    assert sim.pods["pod-3"].active == "v1" and sim.status.last_good_unavailable is None
+    assert cond_of(sim, cond.DEGRADED)[0] == "False"
+
+
+def test_the_last_good_source_gone_is_read_off_a_failing_boot() -> None:
+    sim = Sim(spec=make_spec("v1"), pods=fleet(1), boot=boot_ref("v1"))
+    sim.run()
+    new = SimPod(name="pod-2", busy=True)  # its agent's boot loop is staging
+    new.boot = {"state": "retrying", "version": "v1", "lastError": "file:///registry/v1 does not exist"}
+    sim.pods[new.name] = new
+    sim.step()
+    assert cond_of(sim, cond.DEGRADED) == ("True", "LastGoodUnavailable")
+    assert "LastGoodUnavailable" in [e.reason for e in sim.events]

@@ -25,6 +25,8 @@ SCENARIOS = [
     scenarios.hold_without_automatic_rollback,
     scenarios.drift_is_corrected,
     scenarios.soak_failure_rolls_back,
+    scenarios.transient_source_error_is_retried,
+    scenarios.last_good_source_gone,
 ]
 
 
