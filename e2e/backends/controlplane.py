@@ -103,6 +103,41 @@ def helm_install_argv(helm: str, cfg: ControlPlaneConfig, generated: Path) -> li
     ]
 
 
+def helm_upgrade_argv(
+    helm: str, cfg: ControlPlaneConfig, *values: Path, extra: Sequence[str] = ()
+) -> list[str]:
+    """``helm upgrade`` of the release with ``e2e/controlplane/values.yaml`` and ``values`` files."""
+    argv = [helm, "upgrade", cfg.release, str(CHART), "--kubeconfig", str(cfg.kubeconfig)]
+    argv += ["--namespace", cfg.namespace, "--values", str(VALUES)]
+    for v in values:
+        argv += ["--values", str(v)]
+    return [*argv, "--wait", "--timeout", cfg.helm_timeout, *extra]
+
+
+def helm_uninstall_argv(helm: str, cfg: ControlPlaneConfig, *extra: str) -> list[str]:
+    return [
+        helm,
+        "uninstall",
+        cfg.release,
+        "--kubeconfig",
+        str(cfg.kubeconfig),
+        "--namespace",
+        cfg.namespace,
+        *extra,
+    ]
+
+
+def merge_values(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``extra`` merged into ``base`` (maps deeply, everything else replaced), as helm merges values."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = merge_values(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def publish_file(cfg: ControlPlaneConfig, version: str, folder: Path) -> dict[str, str]:
     """Copy ``folder`` into the registry as ``version`` (once); its ``file://`` source, pinned."""
     from hotswap_contract.digest import folder_digest
@@ -151,6 +186,7 @@ class ControlPlaneBackend:
         self.helm_warnings: list[str] = []  # what helm (and the API server through it) warned about
         self.keep_workdir = False  # set it to keep the work folder (every log) when the block ends
         self._agent_token: str | None = None
+        self.helm = "helm"  # helm's path (controlplane_backend sets it)
         self._session: aiohttp.ClientSession | None = None
 
     def selector(self) -> dict[str, str]:
@@ -312,12 +348,14 @@ async def controlplane_backend(
     workdir: Path | None = None,
     keep_logs_on_error: bool = True,
     log: Any = None,
+    extra_values: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[ControlPlaneBackend]:
     """A control plane, the chart ``helm install``ed on it, for the block; everything stops on exit.
 
     ``log(text)`` gets progress lines (default: stderr). When the block raises, the work folder
     (logs of every component and pod) is kept and named, with what the API server refused the
-    operator, if anything.
+    operator, if anything. ``extra_values`` are merged into the generated values (e.g.
+    ``{"model": {"create": True}}``); the backend keeps helm's path in ``backend.helm``.
     """
     say = log or (lambda text: print(text, file=sys.stderr, flush=True))
     why = in_run_netns()
@@ -335,6 +373,7 @@ async def controlplane_backend(
         kubelet = KubeletConfig(volume_sync=1.0, backoff_initial=0.5, backoff_max=8.0)
         async with ControlPlane.start(workdir / "cluster", kubelet=kubelet, pod_network="routed") as cp:
             backend = ControlPlaneBackend(cfg, cp, models_dir)
+            backend.helm = helm
             backend.timings["controlplane_start_s"] = time.monotonic() - t0
             say(f"control plane ready in {backend.timings['controlplane_start_s']:.1f} s ({cp.url})")
             try:
@@ -342,6 +381,7 @@ async def controlplane_backend(
                 generated = workdir / "values-generated.yaml"
                 values = generated_values(cfg, source)
                 values["reranker"].update({"replicas": replicas, "server": {"swapMode": swap_mode}})
+                values = merge_values(values, extra_values or {})
                 generated.write_text(yaml.safe_dump(values, sort_keys=False))
                 t1 = time.monotonic()
                 say(f"helm install {cfg.release} helm/hotswap --namespace {cfg.namespace} --wait ...")
