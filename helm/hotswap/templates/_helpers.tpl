@@ -92,6 +92,20 @@ dashboard use: this release's servers and agents only.
 {{- include "hotswap.fullname" . }}
 {{- end }}
 
+{{- define "hotswap.modelCacheClaim.name" -}}
+{{- if .Values.reranker.modelCache.existingClaim }}
+{{- .Values.reranker.modelCache.existingClaim }}
+{{- else }}
+{{- include "hotswap.childName" (dict "ctx" . "suffix" "model-cache") }}
+{{- end }}
+{{- end }}
+
+{{/* The cache's byte limit for --cache-max-bytes: a quantity as written, a number as an integer. */}}
+{{- define "hotswap.modelCache.maxBytes" -}}
+{{- $v := .Values.reranker.modelCache.maxBytes }}
+{{- if kindIs "string" $v }}{{ $v }}{{ else }}{{ int64 $v }}{{ end }}
+{{- end }}
+
 {{- define "hotswap.modelsClaim.name" -}}
 {{- if .Values.reranker.models.persistentVolumeClaim.existingClaim }}
 {{- .Values.reranker.models.persistentVolumeClaim.existingClaim }}
