@@ -161,16 +161,16 @@ class Stager:
     ) -> StageResult:
         """Stage through the cache: copy a hit, or download once (exclusive lock) and publish."""
         cancel = progress.cancel
-        if not self._cache_ready:
-            await run_blocking(cache.ensure, progress)
-            removed = await run_blocking(cache.clean_leftovers, progress)
-            if removed:
-                log.info("model cache: removed leftovers %s", ", ".join(removed))
-            self._cache_ready = True
         lock: EntryLock | None = None
         try:
             progress.step = "waiting for the model cache"
             try:
+                if not self._cache_ready:
+                    await run_blocking(cache.ensure, progress)
+                    removed = await run_blocking(cache.clean_leftovers, progress)
+                    if removed:
+                        log.info("model cache: removed leftovers %s", ", ".join(removed))
+                    self._cache_ready = True
                 lock = await run_blocking(
                     lambda: cache.lock(sha256, exclusive=False, cancel=cancel), progress
                 )
@@ -183,6 +183,12 @@ class Stager:
                         lock.downgrade()
             except LockTimeout as exc:
                 log.warning("model cache: %s; downloading %s without the cache", exc, version)
+                return await self._download(version, source, sha256, progress)
+            except OSError as exc:  # an unusable cache (not writable, gone) never fails the staging
+                log.warning("model cache unusable (%s); downloading %s without it", exc, version)
+                if lock is not None:
+                    lock.release()
+                lock = None
                 return await self._download(version, source, sha256, progress)
             if cache.has(sha256):
                 hit = await self._copy_hit(cache, version, source, sha256, progress)
@@ -202,8 +208,10 @@ class Stager:
                     log.warning("model cache: cannot publish %s: %s", version, exc)
 
             return await self._download(version, source, sha256, progress, verified=publish, cache="miss")
-        except LockTimeout as exc:
+        except (LockTimeout, OSError) as exc:  # while replacing a corrupted entry
             log.warning("model cache: %s; downloading %s without the cache", exc, version)
+            if lock is not None:
+                lock.release()
             return await self._download(version, source, sha256, progress)
         finally:
             if lock is not None:

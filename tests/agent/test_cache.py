@@ -265,6 +265,16 @@ def test_publish_race_first_rename_wins(tmp_path: Path) -> None:
     assert folder_digest(cache.entry_path(digest)) == digest
 
 
+async def test_unusable_cache_never_fails_the_stage(
+    agent_client: ClientFactory, tar_server: TarServer, tmp_path: Path
+) -> None:
+    not_a_folder = tmp_path / "cache-file"
+    not_a_folder.write_text("a file where the cache should be")
+    client = await agent(agent_client, tar_server, not_a_folder, tmp_path / "pod-1")
+    op = await stage(client, tar_server, "v1", "a")
+    assert "cache" not in op["result"] and tar_server.hits["a"] == 1
+
+
 def test_settings(tmp_path: Path, token_files: tuple[Path, Path]) -> None:
     base = ["--token-file", str(token_files[0]), "--server-admin-token-file", str(token_files[1])]
     s = load_settings(base)
