@@ -5,7 +5,10 @@ cluster (a Kubernetes API emulator, three pods on loopback addresses each runnin
 ``hotswap-server`` + ``hotswap-agent`` on the embedded MiniLM model, and the real operator), puts
 client load on the Service, rolls v2 (MiniLM with other weights) one pod at a time, then a broken
 v3 (a model that loads fine but ranks backwards: its canary fails on the first pod) and watches the
-automatic rollback. It shows a live table per pod, ends with a summary and the ``kubectl``
+automatic rollback; then v4, the real MiniLM weights with noise (it loads and passes the canary but
+ranks a labelled set worse), with ``spec.rollout.quality``: blocked by the gate before any pod
+activates it, both nDCG scores in status, v2 still serving (``--no-quality`` skips this step). It
+shows a live table per pod, ends with a summary and the ``kubectl``
 commands to look at the resource yourself, and writes ``demo-report/index.html`` (the latency of
 every request around each swap). Exit status 0 only when every check passed.
 
@@ -42,6 +45,9 @@ from . import cluster_report
 from .cluster_view import BOLD, GREEN, RED, View, paint
 
 BROKEN = {"canary": MINILM, "nan": MINILM_NAN}
+# The fourth step: real MiniLM weights with noise (passes the canary, ranks the labelled set worse),
+# applied as v4 with spec.rollout.quality and blocked by the gate (devtools/quality_set.py).
+QUALITY_MODEL = "minilm-noisy"
 
 
 def ensure_models(folder: Path, names: list[str], out: View) -> None:
@@ -105,6 +111,7 @@ async def run(args: argparse.Namespace, view: View) -> int:
         pause_seconds=args.pause_seconds,
         baseline_seconds=3.0,
         settle_seconds=2.0,
+        quality_model=None if args.no_quality else QUALITY_MODEL,
     )
     if args.backend == "controlplane":
         from e2e.backends.controlplane import scenario_config
@@ -162,9 +169,29 @@ async def run(args: argparse.Namespace, view: View) -> int:
     return 0 if result is not None and result.ok else 1
 
 
+def quality_lines(result: ScenarioResult) -> list[str]:
+    """The quality gate's verdict on the worse-ranking version, from status.history (both scores)."""
+    out = []
+    for h in result.history:
+        q = h.get("quality") or {}
+        if not q or q.get("passed") is not False:
+            continue
+        cand, base = q.get("candidate"), q.get("baseline")
+        if not isinstance(cand, float) or not isinstance(base, float):
+            continue
+        out.append(
+            f"quality gate {h.get('version'):<7}: {q.get('metric')}@{q.get('k')} {cand:.4f} vs "
+            f"{q.get('baselineVersion')} {base:.4f} (drop {base - cand:.4f} > maxDrop {q.get('maxDrop')}): "
+            "blocked before any pod activated it"
+        )
+    return out
+
+
 def print_summary(result: ScenarioResult, backend: Backend, report: Path, *, keep: bool, color: bool) -> None:
     print("\n" + paint("Summary", BOLD, color))
     for line in result.summary_lines():
+        print(f"  {line}")
+    for line in quality_lines(result):
         print(f"  {line}")
     print("\n" + paint("Checks", BOLD, color))
     for line in result.checks_lines():
@@ -204,6 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broken", choices=sorted(BROKEN), default="canary",
                         help="how v3 is broken: canary (valid weights, ranks backwards: fails its canary on the "
                         "first pod, which rolls back) or nan (NaN weights: refused at preload) (default canary)")  # fmt: skip
+    parser.add_argument(
+        "--no-quality",
+        action="store_true",
+        help="skip the fourth step (a worse-ranking v4 blocked by spec.rollout.quality)",
+    )
     parser.add_argument("--concurrency", type=int, default=4, help="clients on the Service (default 4)")
     parser.add_argument("--pause-seconds", type=int, default=2, help="pause between two pods (default 2)")
     parser.add_argument("--swap-mode", choices=["inplace", "double", "auto"], default="inplace",
@@ -224,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         return await run(args, view)
 
     try:
-        ensure_models(args.models or testmodels_dir(), [chosen.v1, chosen.v2, chosen.v3], view)
+        needed = [chosen.v1, chosen.v2, chosen.v3] + ([] if args.no_quality else [QUALITY_MODEL])
+        ensure_models(args.models or testmodels_dir(), needed, view)
         return asyncio.run(guarded())
     except (KeyboardInterrupt, asyncio.CancelledError):
         sys.stdout.write("\x1b[?25h" if view.live else "")

@@ -86,6 +86,11 @@ class ScenarioConfig:
     install_timeout: float = 420.0  # the first install boots every pod's server (imports torch)
     change_timeout: float = 180.0
     poll_seconds: float = 0.25
+    # A fourth step: ``quality_model`` (e.g. minilm-noisy: loads, passes the canary, ranks worse) is
+    # applied as ``quality_version`` with spec.rollout.quality (devtools.quality_set.QUALITY_GATE) and
+    # must be blocked by the gate (QualityGateFailed) before any pod activates it; None: no such step.
+    quality_model: str | None = None
+    quality_version: str = "v4"
 
 
 def model_manifest(
@@ -110,6 +115,14 @@ def model_manifest(
             "rollback": {"automatic": True},
         },
     }
+
+
+def with_quality_gate(manifest: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` with spec.rollout.quality: the labelled set of devtools.quality_set (nDCG@5)."""
+    from devtools.quality_set import QUALITY_GATE
+
+    manifest["spec"]["rollout"]["quality"] = json.loads(json.dumps(QUALITY_GATE))
+    return manifest
 
 
 def _last_line(text: str) -> str:
@@ -154,6 +167,9 @@ class Scenario:
             raise ScenarioError(f"no reranker pods selected by {b.selector()} in {b.namespace}")
         self.event(f"{len(pods)} reranker pods: {', '.join(pods)}")
         models = {v1: cfg.models.v1, v2: cfg.models.v2, v3: cfg.models.v3}
+        v4 = cfg.quality_version
+        if cfg.quality_model is not None:
+            models[v4] = cfg.quality_model
         sources = {}
         for version, folder in models.items():
             sources[version] = b.publish(version, folder)
@@ -222,8 +238,11 @@ class Scenario:
                 _last_line(waited.stdout if waited.returncode == 0 else waited.stderr),
             )
             got = await b.kubectl("get", "rrm", b.model_name, "-o", "wide")
+            degraded = condition(self.model, "Degraded")
             self.phase = f"serving {v2} under load"
             await asyncio.sleep(cfg.settle_seconds)
+            if cfg.quality_model is not None:
+                final = await self._quality_step(manifests[v4], v4, v2, pods)
         report = load.summary or LoadSummary(0, 0, {}, {}, [], 0.0, 0.0)
         self._check_load(report)
         self.phase = "done"
@@ -239,7 +258,7 @@ class Scenario:
             broken=broken,
             restored=restored,
             failure=failure,
-            degraded=condition(self.model, "Degraded"),
+            degraded=degraded,
             history=list(status.get("history") or []),
             final=final,
             load=report,
@@ -251,6 +270,52 @@ class Scenario:
             started_wall=self._started_wall,
             versions=cfg.versions,
         )
+
+    async def _quality_step(self, manifest: Path, v4: str, v2: str, pods: list[str]) -> dict[str, Any]:
+        """Apply the worse-ranking ``v4`` with the quality gate: blocked before any pod serves it,
+        both scores in status.history, every pod still on ``v2``. The pods' final versions."""
+        cfg = self.config
+        self.phase = f"rolling out {v4} ({cfg.quality_model}) with a quality gate"
+        since = _utcnow() - datetime.timedelta(seconds=0.5)
+        started = await self._apply(manifest, v4)
+        blocked_seconds = await self._wait(
+            lambda m: rolled_back(m, v4, v2), started, cfg.change_timeout, f"{v4} blocked by the quality gate"
+        )
+        status = (self.model or {}).get("status") or {}
+        failure = (status.get("rollout") or {}).get("failure") or {}
+        history = status.get("history") or []
+        quality = (history[-1].get("quality") if history else None) or {}
+        cand, base = quality.get("candidate"), quality.get("baseline")
+        metric = f"{quality.get('metric')}@{quality.get('k')}"
+        scores = (
+            f"{metric} {v4} {cand:.4f} vs {quality.get('baselineVersion')} {base:.4f}"
+            if isinstance(cand, float) and isinstance(base, float)
+            else f"scores {cand} vs {base}"
+        )
+        self.event(f"{v4} blocked by the quality gate in {blocked_seconds:.1f}s: {scores}")
+        self.check(
+            f"{v4} blocked by the quality gate ({scores})",
+            failure.get("step") == "Quality"
+            and condition(self.model, "Ready").get("reason") == "QualityGateFailed",
+            f"failure {failure}",
+        )
+        self.check(
+            f"both scores in status.history ({v4} ranks worse than {v2})",
+            isinstance(cand, float)
+            and isinstance(base, float)
+            and quality.get("baselineVersion") == v2
+            and cand < base
+            and quality.get("passed") is False,
+            f"quality {quality}",
+        )
+        agents = await self._agents(pods)
+        reached = sorted(pod for pod, s in swaps_to(agents, v4, since).items() if s)
+        final = {pod: (agents[pod].get("active") or {}).get("version") for pod in pods}
+        self.check(f"no pod ever activated {v4}", not reached, f"swapped: {reached}")
+        self.check(f"every pod still serves {v2}", set(final.values()) == {v2}, f"{final}")
+        self.phase = f"serving {v2} under load"
+        await asyncio.sleep(cfg.settle_seconds)
+        return final
 
     # ------------------------------------------------------------------------------ checks
 
@@ -323,6 +388,8 @@ class Scenario:
             ", ".join(f"{v}: {n}" for v, n in sorted(report.by_version.items())),
         )
         self.checks.append(answered_none(report.by_version, self.config.versions[2]))
+        if self.config.quality_model is not None:
+            self.checks.append(answered_none(report.by_version, self.config.quality_version))
 
     def check(self, name: str, ok: bool, detail: str = "") -> None:
         self.checks.append(Check(name, ok, detail))
@@ -349,7 +416,10 @@ class Scenario:
         for version, source in sources.items():
             path = folder / f"{self.backend.model_name}-{version}.yaml"
             # JSON is YAML: no dumper quirks, and kubectl reads it either way.
-            path.write_text(json.dumps(model_manifest(self.backend, self.config, version, source), indent=2))
+            manifest = model_manifest(self.backend, self.config, version, source)
+            if self.config.quality_model is not None and version == self.config.quality_version:
+                manifest = with_quality_gate(manifest)
+            path.write_text(json.dumps(manifest, indent=2))
             out[version] = path
         return out
 

@@ -151,3 +151,43 @@ def test_view_frame_and_plain_lines() -> None:
 
 def test_clip_keeps_colour_codes_and_cuts_visible_text() -> None:
     assert _clip("\x1b[32mabcdef\x1b[0m", 4) == "\x1b[32mabc\x1b[0m"
+
+
+def test_quality_step_manifest_and_summary_line() -> None:
+    from hotswap_operator.models import RerankerModelSpec
+
+    from demo.cluster_demo import quality_lines
+    from devtools.quality_set import QUALITY_SET
+    from e2e.scenario import with_quality_gate
+
+    assert 8 <= len(QUALITY_SET) <= 12
+    manifest = {
+        "spec": {
+            "selector": {"matchLabels": {"app": "reranker"}},
+            "version": "v4",
+            "source": {"uri": "file:///registry/v4"},
+            "rollout": {"canary": []},
+        }
+    }
+    spec = RerankerModelSpec.model_validate(with_quality_gate(manifest)["spec"])
+    gate = spec.rollout.quality
+    assert gate is not None and gate.metric == "ndcg" and gate.k == 5 and gate.max_drop == 0.05
+    assert gate.cases is not None and len(gate.cases) == len(QUALITY_SET)
+    history = [
+        {"version": "v2", "result": "Succeeded"},
+        {
+            "version": "v4",
+            "result": "RolledBack",
+            "quality": {
+                "metric": "ndcg",
+                "k": 5,
+                "candidate": 0.8794,
+                "baseline": 0.9916,
+                "baselineVersion": "v2",
+                "maxDrop": 0.05,
+                "passed": False,
+            },
+        },
+    ]
+    [line] = quality_lines(dataclasses.replace(result(), history=history))
+    assert "ndcg@5 0.8794 vs v2 0.9916" in line and "blocked" in line

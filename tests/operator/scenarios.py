@@ -28,6 +28,8 @@ MODEL_FOLDERS = {
     "v2": "tiny-xlmr-v2",
     "nan": "broken-nan",
     "inverted": "tiny-xlmr-inverted",
+    "minilm-v2": "minilm-v2",
+    "minilm-noisy": "minilm-noisy",
 }
 # The testmodels canary: every good tiny model ranks document 1 first; tiny-xlmr-inverted does not.
 CANARY = {
@@ -446,6 +448,41 @@ async def quality_gate_blocks_a_worse_version(fleet: Fleet) -> LoadReport:
     st = await fleet.cluster.wait_ready("v6", timeout=fleet.timeout * 2)
     assert st.rollout is not None and st.rollout.quality is not None and st.rollout.quality.passed
     assert st.history[-1].quality is not None and st.history[-1].quality.candidate == 1.0
+    return report
+
+
+async def quality_gate_blocks_noisy_minilm(fleet: Fleet) -> LoadReport:
+    """Real MiniLM weights: ``minilm-noisy`` (v2's weights with noise) loads and passes a one-case
+    canary, but its nDCG@5 on devtools.quality_set drops clearly below the serving version's: the
+    gate blocks it before any pod activates it, both scores in status.history."""
+    assert fleet.real, "real pods: the scores are real MiniLM rankings"
+    from devtools.quality_set import ONE_CASE_CANARY, QUALITY_GATE
+
+    c = fleet.cluster
+    canary = {"canary": [ONE_CASE_CANARY]}
+    await fleet.set_model("mq-v2", fleet.publish("mq-v2", "minilm-v2"), rollout=canary)
+    await c.wait_ready("mq-v2", timeout=fleet.timeout * 2)
+    before = await fleet.swaps()
+    async with c.load() as load:
+        await fleet.set_model(
+            "mq-noisy", fleet.publish("mq-noisy", "minilm-noisy"), rollout={**canary, "quality": QUALITY_GATE}
+        )
+        st = await failed_and_settled(fleet, "mq-noisy")
+        report = load.report()
+    assert_no_failures(report)
+    assert report.by_version.get("mq-noisy", 0) == 0, report.by_version
+    assert await fleet.swaps() == before, "no pod activated the noisy version"
+    assert set((await fleet.actives()).values()) == {"mq-v2"}
+    r = st.rollout
+    assert r is not None and r.failure is not None and r.failure.step is Step.QUALITY, r
+    q = st.history[-1].quality
+    assert q is not None and not q.passed and q.baseline_version == "mq-v2", q
+    assert q.candidate is not None and q.baseline is not None and q.baseline > 0.95, q
+    assert q.candidate < q.baseline - 0.05, q
+    assert cond(st, "Ready")[:2] == ("False", "QualityGateFailed")
+    events = [e for e in await c.events() if e["reason"] == "QualityGateFailed"]
+    assert events and f"{q.candidate:.4f}" in events[-1]["message"], events
+    print(f"quality gate: nDCG@5 mq-v2 {q.baseline:.4f}, mq-noisy {q.candidate:.4f}")
     return report
 
 

@@ -85,3 +85,7 @@ async def test_manual_rollback_by_annotation(fleet: Fleet) -> None:
 
 async def test_pod_added_after_rollout(fleet: Fleet) -> None:
     await scenarios.pod_added_after_rollout(fleet)
+
+
+async def test_quality_gate_blocks_noisy_minilm(fleet: Fleet) -> None:
+    await scenarios.quality_gate_blocks_noisy_minilm(fleet)
