@@ -35,6 +35,8 @@ class LoadSpec:
     max_requests: int = 100_000
     truncate: bool = False  # send TEI's truncate: true (only for models shorter than the documents)
     request_timeout_s: float = 120.0
+    api: str = "tei"  # the body's shape: "tei" or "infinity" (see Workload.bodies)
+    model: str = ""  # the served model's name, for APIs whose bodies name it (Infinity)
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ async def _generate(spec: LoadSpec) -> dict[str, Any]:
 
     from .workload import make_workload
 
-    bodies = make_workload().bodies(spec.docs, truncate=spec.truncate)
+    bodies = make_workload().bodies(spec.docs, truncate=spec.truncate, api=spec.api, model=spec.model)
     records: list[list[Any]] = []
     errors: dict[str, int] = {}
     started = time.monotonic()

@@ -64,6 +64,9 @@ class Server:
     url: str
     admin_url: str | None
     log_path: Path
+    ready_path: str = "/readyz"  # answers 200 once the server serves
+    api: str = "tei"  # what its /rerank takes (LoadSpec.api)
+    model: str = ""  # the served model's name, where the API names it
 
     def admin(self, method: str, path: str, body: Any = None, timeout: float = 300) -> Any:
         assert self.admin_url is not None, f"{self.name} has no admin plane"
@@ -79,7 +82,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as r:
+                with urllib.request.urlopen(self.url + self.ready_path, timeout=2) as r:
                     if r.status == 200:
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -98,20 +101,29 @@ class Server:
 
 
 @contextmanager
-def _running(
-    name: str, cmd: list[str], workdir: Path, port: int, admin_port: int | None, wait: bool
+def running(
+    name: str,
+    cmd: list[str],
+    workdir: Path,
+    port: int,
+    admin_port: int | None,
+    wait: bool,
+    env: dict[str, str] | None = None,
+    **server: Any,
 ) -> Iterator[Server]:
+    """Start ``cmd`` (its output to a log in ``workdir``) and stop it on exit; ``server``: the
+    :class:`Server` fields beyond the URLs (``ready_path``, ``api``, ``model``)."""
     log_path = workdir / f"{name}-{port}.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=REPO)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env or _env(), cwd=REPO)
     admin_url = f"http://127.0.0.1:{admin_port}" if admin_port else None
-    server = Server(name, proc, f"http://127.0.0.1:{port}", admin_url, log_path)
+    srv = Server(name, proc, f"http://127.0.0.1:{port}", admin_url, log_path, **server)
     try:
         if wait:
-            server.wait_ready()
-        yield server
+            srv.wait_ready()
+        yield srv
     finally:
-        server.stop()
+        srv.stop()
 
 
 @contextmanager
@@ -133,7 +145,7 @@ def hotswap_server(
         "--swap-mode", swap_mode, "--device", device, "--dtype", models.dtype,
         "--max-batch-size", str(max_batch_size), "--log-level", "WARNING",
     ]  # fmt: skip
-    with _running(f"hotswap-server-{swap_mode}", cmd, workdir, port, admin_port, wait) as server:
+    with running(f"hotswap-server-{swap_mode}", cmd, workdir, port, admin_port, wait) as server:
         yield server
 
 
@@ -144,5 +156,5 @@ def baseline_server(models: ModelSet, workdir: Path, device: str, wait: bool = T
         sys.executable, "-m", "bench.baseline_server", "--port", str(port),
         "--model", str(models.v1_path), "--device", device, "--dtype", models.dtype,
     ]  # fmt: skip
-    with _running("baseline-lock", cmd, workdir, port, None, wait) as server:
+    with running("baseline-lock", cmd, workdir, port, None, wait) as server:
         yield server

@@ -76,6 +76,41 @@ def _added(s: dict[str, Any]) -> str:
     )
 
 
+def peer_label(peer: dict[str, Any]) -> str:
+    return f"Infinity {peer.get('version', '')}".strip()
+
+
+def _peer_targets(results: dict[str, Any], cpu: bool) -> list[Target]:
+    """Issue 11: at every load, Hotswap's pairs/s at or above Infinity's and its p99 at or below."""
+    peer = results.get("infinity")
+    if not peer:
+        return []
+    label = peer_label(peer)
+    if "rows" not in peer:
+        reason = peer.get("not_measured", "no figures")
+        if reason.startswith("skipped"):
+            return []  # asked for (--no-infinity): the table says so
+        return [Target(f"hotswap vs {label}", f"{label}: not measured — {reason}", "measured", False, cpu)]
+    out = []
+    for theirs in peer["rows"]:
+        ours = _row(results["server"], theirs["clients"], theirs["docs"])
+        if ours is None:
+            continue
+        rate = ours["pairs_per_s"] / theirs["pairs_per_s"] if theirs["pairs_per_s"] else math.inf
+        tail = ours["p99_ms"] / theirs["p99_ms"] if theirs["p99_ms"] else math.inf
+        out.append(
+            Target(
+                f"hotswap vs {label}, {theirs['clients']} clients, {theirs['docs']}-doc requests",
+                f"pairs/s {rate:.2f}x ({ours['pairs_per_s']:.1f} / {theirs['pairs_per_s']:.1f}), "
+                f"p99 {tail:.2f}x ({ours['p99_ms']:.0f} / {theirs['p99_ms']:.0f} ms)",
+                "pairs/s >= 1.00x, p99 <= 1.00x",
+                rate >= 1.0 and tail <= 1.0 and ours["failures"] == 0,
+                cpu,
+            )
+        )
+    return out
+
+
 def _swap_targets(swap: dict[str, Any], cpu: bool) -> list[Target]:
     out = []
     if "inplace" in swap:
@@ -129,7 +164,11 @@ def _swap_targets(swap: dict[str, Any], cpu: bool) -> list[Target]:
 def targets(results: dict[str, Any]) -> list[Target]:
     """The targets of issue 2; those set for the 2-core CPU are informational on CUDA."""
     cpu = results["meta"]["device"] == "cpu"
-    return _throughput_targets(results, cpu) + _swap_targets(results.get("swap", {}), cpu)
+    return (
+        _throughput_targets(results, cpu)
+        + _peer_targets(results, cpu)
+        + _swap_targets(results.get("swap", {}), cpu)
+    )
 
 
 # --------------------------------------------------------------------------- markdown
@@ -168,6 +207,39 @@ def _throughput_rows(name: str, rows: list[dict[str, Any]], ceiling: float) -> l
         ]
         for r in rows
     ]
+
+
+def peer_rows(peer: dict[str, Any] | None, ceiling: float, width: int) -> list[list[str]]:
+    """Infinity's rows of the throughput table, or one row that says why it was not measured."""
+    if not peer:
+        return []
+    label = peer_label(peer)
+    if "rows" in peer:
+        return _throughput_rows(label, peer["rows"], ceiling)
+    return [[f"{label}: not measured — {peer.get('not_measured', 'no figures')}"] + [""] * (width - 1)]
+
+
+def _peer_note(peer: dict[str, Any] | None) -> list[str]:
+    if not peer or "rows" not in peer:
+        return []
+    v = peer.get("versions", {})
+    made = f"built in {peer['install_s']:.0f} s" if peer.get("built") else "reused"
+    lines = [
+        "",
+        f"{peer_label(peer)}: `infinity_emb v2 --engine torch` (its defaults otherwise), the same model folder, "
+        f"max batch = the server's; its own environment `.cache/bench/infinity-venv` ({made}: "
+        f"torch {v.get('torch', '?')}, transformers {v.get('transformers', '?')}, "
+        f"sentence-transformers {v.get('sentence-transformers', '?')}), `DO_NOT_TRACK=1`, hub offline; "
+        "clients send its `POST /rerank {query, documents, model}` with the same texts.",
+    ]
+    check = peer.get("sanity")
+    if check:
+        lines[-1] += (
+            f" Checked once before measuring: it ranks {check['docs']} documents "
+            f"{'in the same order as' if check['same_order'] else 'NOT in the same order as'} Hotswap's scorer "
+            f"(scores differ by at most {check['max_abs_diff']:.2g})."
+        )
+    return lines
 
 
 def _fmt_any(v: Any) -> str:
@@ -318,14 +390,16 @@ def markdown(results: dict[str, Any]) -> str:
         _f(c["other_cores"], 2),
     ]
     parts.append(_table(head, [row]))
-    parts += ["", "### Throughput and latency (closed-loop clients, TEI `/rerank`)", ""]
+    parts += ["", "### Throughput and latency (closed-loop clients, `/rerank`)", ""]
     head = [
         "server", "docs/req", "clients", "pairs/s", "x ceiling", "rounds", "p50 ms", "p99 ms",
         "requests", "failures", "others' CPU",
     ]  # fmt: skip
     rows = _throughput_rows("hotswap", results["server"], c["pairs_per_s"])
     rows += _throughput_rows("lock baseline", results["baseline"], c["pairs_per_s"])
+    rows += peer_rows(results.get("infinity"), c["pairs_per_s"], len(head))
     parts.append(_table(head, rows))
+    parts += _peer_note(results.get("infinity"))
     if results.get("swap"):
         parts += _swap_section(results["swap"])
     if results.get("rollout") is not None:
@@ -365,6 +439,14 @@ def console(results: dict[str, Any]) -> str:
                 f"{name:8} docs={r['docs']:<3} clients={r['clients']:<3} {r['pairs_per_s']:8.1f} pairs/s "
                 f"p50 {r['p50_ms']:8.1f} ms p99 {r['p99_ms']:8.1f} ms  failures {r['failures']}"
             )
+    peer = results.get("infinity")
+    for r in (peer or {}).get("rows", []):
+        lines.append(
+            f"infinity docs={r['docs']:<3} clients={r['clients']:<3} {r['pairs_per_s']:8.1f} pairs/s "
+            f"p50 {r['p50_ms']:8.1f} ms p99 {r['p99_ms']:8.1f} ms  failures {r['failures']}"
+        )
+    if peer and "rows" not in peer:
+        lines.append(f"{peer_label(peer)}: not measured — {peer.get('not_measured')}")
     for s in results.get("swap", {}).values():
         lines.append(
             f"swap {s['mode']:8} pause {s['pause_ms']:.1f} ms, worst {s['steady_worst_ms']:.1f} -> "

@@ -81,7 +81,7 @@ async def _run(
 
         events = [e for e in await cluster.events() if "v2" in e.get("message", "")]
         stamp = {e["reason"]: parse(e.get("lastTimestamp")) for e in events}  # the last of each reason
-        first_stamp = {}
+        first_stamp: dict[str, Any] = {}
         for e in events:
             first_stamp.setdefault(e["reason"], parse(e.get("lastTimestamp")))
         r = status.rollout

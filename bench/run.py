@@ -4,7 +4,9 @@ In one run, on one model and one set of inputs:
 1. the raw ceiling: tokenize + forward in a loop, in this process;
 2. ``hotswap-server`` (a real process) under 1, 8 and 32 closed-loop clients, 3- and 32-document
    requests: pairs/s, p50/p99 latency;
-3. the same for a plain lock-around-a-forward baseline server;
+3. the same for a plain lock-around-a-forward baseline server, and for Infinity (``infinity-emb``,
+   in its own environment, :mod:`bench.peers.infinity`), in the same interleaved rounds; when
+   Infinity cannot be installed or started, the report says so in its place;
 4. a swap under load in both modes: worst latency around it against the steady state, the
    process's anonymous memory (and GPU memory on CUDA), and the reported pause;
 5. the operator rollout timing for 1, 3 and 8 pods, when ``bench/rollout_bench.py`` exists.
@@ -29,9 +31,11 @@ from typing import Any
 
 from .machine import describe, loadavg
 from .models import REPO, model_set
+from .peers import infinity
 from .processes import Server, baseline_server, hotswap_server
 from .report import console, markdown, targets, write_section
 from .server_bench import FULL, QUICK, QUIET_CORES, Ceiling, swaps_under_load, throughput_rounds
+from .workload import make_workload
 
 ROLLOUT_PODS = (1, 3, 8)
 
@@ -60,6 +64,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-write", action="store_true", help="print only; leave --out alone")
     p.add_argument("--json", type=Path, help="also write every figure as JSON here")
     p.add_argument("--skip-rollout", action="store_true", help="skip the operator rollout timing")
+    p.add_argument(
+        "--no-infinity",
+        action="store_true",
+        help="leave Infinity out (otherwise its environment is built once, in .cache/bench/infinity-venv)",
+    )
     p.add_argument(
         "--models",
         default="default",
@@ -112,6 +121,51 @@ def rollout(skip: bool, module: Any = None, pods_list: Sequence[int] = ROLLOUT_P
     return out
 
 
+def infinity_env(skip: bool, progress: Any = print) -> infinity.Env | str:
+    """Infinity's environment, or why it is not measured (the reason goes into the report)."""
+    if skip:
+        return "skipped (--no-infinity)"
+    try:
+        return infinity.ensure_venv(log=progress)
+    except infinity.Unavailable as e:
+        return str(e)
+    except Exception as e:  # the other figures stand on their own: report, don't lose them
+        traceback.print_exc()
+        return f"environment not built: {type(e).__name__}: {e}"
+
+
+def _start_infinity(
+    stack: ExitStack, env: infinity.Env, models: Any, work: Path, device: str, batch: int
+) -> Server | str:
+    try:
+        return stack.enter_context(infinity.infinity_server(env, models, work, device, batch, wait=False))
+    except Exception as e:
+        traceback.print_exc()
+        return f"did not start: {type(e).__name__}: {e}"
+
+
+def _infinity_ready(server: Server, ceiling: Ceiling) -> dict[str, Any] | str:
+    """Wait for Infinity; then check once that it ranks documents as our scorer does."""
+    import torch
+
+    try:
+        server.wait_ready(infinity.START_TIMEOUT_S)
+    except Exception as e:
+        return f"did not start: {e}".splitlines()[0][:300] + f" (log: {server.log_path.name})"
+    runner = ceiling.runner
+    assert runner is not None
+
+    def ours(query: str, docs: list[str]) -> list[float]:
+        raw, _tokens = runner.score([query] * len(docs), docs)
+        return [float(x) for x in torch.sigmoid(torch.from_numpy(raw))]
+
+    query, docs = make_workload().request(0, 8)
+    try:
+        return infinity.same_order(server, ours, query, docs)
+    except Exception as e:
+        return f"answered /health but not /rerank: {type(e).__name__}: {e}"[:300]
+
+
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     device = resolve_device(args.device)
     durations = QUICK if args.quick else FULL
@@ -122,26 +176,54 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     def progress(line: str) -> None:
         print(line, flush=True)
 
+    peer_env = infinity_env(args.no_infinity, progress)
+    peer: dict[str, Any] = {"version": infinity.VERSION}
+    if isinstance(peer_env, str):
+        peer["not_measured"] = peer_env
+    else:
+        peer.update(versions=peer_env.versions, built=peer_env.built, install_s=peer_env.install_s)
     with model_set(args.models, device, args.models_dir) as models, ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hotswap-bench-")))
         meta.update(model=models.description, dtype=models.dtype, quick=args.quick)
         progress(f"model {models.description} on {device}; starting hotswap-server and the lock baseline ...")
-        # Both servers stay up (idle when not measured) so that rounds can interleave them.
+        # Every server stays up (idle when not measured) so that rounds can interleave them.
         servers: dict[str, Server] = {
             "hotswap": stack.enter_context(
                 hotswap_server(models, work, device, "inplace", args.max_batch_size, wait=False)
             ),
             "baseline": stack.enter_context(baseline_server(models, work, device, wait=False)),
         }
+        started = None
+        if isinstance(peer_env, infinity.Env):
+            progress(f"starting Infinity {infinity.VERSION} on the same model folder ...")
+            started = _start_infinity(stack, peer_env, models, work, device, args.max_batch_size)
+            if isinstance(started, str):
+                peer["not_measured"] = started
         for server in servers.values():
             server.wait_ready()
         ceiling = Ceiling(models, device, args.max_batch_size)
         try:
+            if isinstance(started, Server):
+                check = _infinity_ready(started, ceiling)
+                if isinstance(check, str):
+                    peer["not_measured"] = check
+                    started.stop()
+                else:
+                    peer["sanity"] = check
+                    progress(
+                        f"infinity: ranks {check['docs']} documents "
+                        f"{'as ours does' if check['same_order'] else 'DIFFERENTLY from ours'} "
+                        f"(scores differ by at most {check['max_abs_diff']:.2g})"
+                    )
+                    servers["infinity"] = started
             rows = throughput_rounds(ceiling, servers, models, args.clients, args.sizes, durations, progress)
             ceiling_result = ceiling.result()
         finally:
             ceiling.close()
         servers["baseline"].stop()
+        if "infinity" in servers:
+            servers["infinity"].stop()
+            peer["rows"] = rows["infinity"]
         progress("hotswap-server: the same load without a swap (control) ...")
         swap["control"] = swaps_under_load(
             servers["hotswap"], models, "control", args.swap_clients, 3, durations
@@ -154,7 +236,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         progress("hotswap-server: double swaps under load ...")
         with hotswap_server(models, work, device, "double", args.max_batch_size) as double:
             swap["double"] = swaps_under_load(double, models, "double", args.swap_clients, 3, durations)
-    figures = [ceiling_result, *rows["hotswap"], *rows["baseline"], *swap.values()]
+    figures = [ceiling_result, *rows["hotswap"], *rows["baseline"], *rows.get("infinity", []), *swap.values()]
     loads = [load_start, *(f["loadavg"] for f in figures)]
     results: dict[str, Any] = {
         "meta": {
@@ -172,6 +254,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "ceiling": ceiling_result,
         "server": rows["hotswap"],
         "baseline": rows["baseline"],
+        "infinity": peer,
         "swap": swap,
         "rollout": rollout(args.skip_rollout),
     }

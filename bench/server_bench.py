@@ -173,9 +173,13 @@ class Ceiling:
 # --------------------------------------------------------------------------- throughput
 
 
-def load_spec(url: str, clients: int, docs: int, durations: Durations, truncate: bool) -> LoadSpec:
+def load_spec(
+    url: str, clients: int, docs: int, durations: Durations, truncate: bool, api: str = "tei", model: str = ""
+) -> LoadSpec:
     return LoadSpec(
         url=url,
+        api=api,
+        model=model,
         clients=clients,
         docs=docs,
         min_s=durations.warmup_s + durations.measure_s,
@@ -237,7 +241,10 @@ def throughput_rounds(
         for docs in sizes:
             for n in clients:
                 for name in order:
-                    spec = load_spec(servers[name].url, n, docs, durations, models.truncate)
+                    server = servers[name]
+                    spec = load_spec(
+                        server.url, n, docs, durations, models.truncate, server.api, server.model
+                    )
                     result, cpu = least_disturbed(partial(run_load, spec), durations.retries)
                     runs.setdefault((name, docs, n), []).append((result, cpu))
                     progress(

@@ -55,16 +55,28 @@ class Workload:
             k += 1
         return queries, docs
 
-    def bodies(self, n_docs: int, count: int = 64, truncate: bool = False) -> list[bytes]:
-        """Pre-encoded TEI ``/rerank`` bodies: ``{query, texts}`` with TEI's defaults (no truncation,
-        so the server checks every pair's length), or ``truncate: true`` for models shorter than the text.
+    def bodies(
+        self, n_docs: int, count: int = 64, truncate: bool = False, api: str = "tei", model: str = ""
+    ) -> list[bytes]:
+        """Pre-encoded ``/rerank`` bodies, request ``i`` holding the same text whatever the API.
+
+        ``api="tei"``: TEI's ``{query, texts}`` with TEI's defaults (no truncation, so the server
+        checks every pair's length), or ``truncate: true`` for models shorter than the text.
+        ``api="infinity"``: Infinity's ``{query, documents, model}`` (it truncates on its own), without
+        the documents echoed back, as TEI answers.
         """
         out = []
         for i in range(count):
             query, docs = self.request(i, n_docs)
-            body: dict[str, object] = {"query": query, "texts": docs}
-            if truncate:
-                body["truncate"] = True
+            body: dict[str, object]
+            if api == "infinity":
+                body = {"query": query, "documents": docs, "model": model, "return_documents": False}
+            elif api == "tei":
+                body = {"query": query, "texts": docs}
+                if truncate:
+                    body["truncate"] = True
+            else:
+                raise ValueError(f"unknown API {api!r}")
             out.append(json.dumps(body).encode())
         return out
 

@@ -88,7 +88,7 @@ def test_quick_run_end_to_end_writes_its_section_and_keeps_the_others(
     as_json = tmp_path / "results.json"
     argv = [
         "--quick", "--device", "cpu", "--models", "tiny", "--models-dir", str(testmodels_dir),
-        "--clients", "1,4", "--sizes", "3", "--swap-clients", "4", "--skip-rollout",
+        "--clients", "1,4", "--sizes", "3", "--swap-clients", "4", "--skip-rollout", "--no-infinity",
         "--out", str(out), "--json", str(as_json),
     ]  # fmt: skip
     assert run.main(argv) == 0
@@ -116,11 +116,13 @@ def test_quick_run_end_to_end_writes_its_section_and_keeps_the_others(
     control = results["swap"]["control"]  # the same load and statistics, nothing swapped
     assert [w["to"] for w in control["swaps"]] == ["none", "none"] and control["versions_after"] == ["v1"]
     assert results["rollout"] is None  # --skip-rollout
+    assert results["infinity"]["not_measured"] == "skipped (--no-infinity)"  # said, not dropped
     assert len(results["targets"]) == 5 and all(t["verdict"] in ("PASS", "FAIL") for t in results["targets"])
 
     text = out.read_text()
     assert cuda in text  # the other device's section is untouched
     assert text.count("<!-- bench:cpu -->") == 1 and "### Swaps under load" in text
+    assert "| Infinity 0.0.78: not measured — skipped (--no-infinity) |" in text
     run.main([*argv[:-2]])  # a second run replaces the section instead of adding one
     assert out.read_text().count("<!-- bench:cpu -->") == 1
 
