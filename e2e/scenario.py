@@ -122,6 +122,8 @@ def with_quality_gate(manifest: dict[str, Any]) -> dict[str, Any]:
     from devtools.quality_set import QUALITY_GATE
 
     manifest["spec"]["rollout"]["quality"] = json.loads(json.dumps(QUALITY_GATE))
+    # The gate scores one pod's staged weights: no prefetch on every pod of a version it may block.
+    manifest["spec"]["rollout"]["prefetch"] = False
     return manifest
 
 
@@ -243,6 +245,7 @@ class Scenario:
             await asyncio.sleep(cfg.settle_seconds)
             if cfg.quality_model is not None:
                 final = await self._quality_step(manifests[v4], v4, v2, pods)
+                got = await b.kubectl("get", "rrm", b.model_name, "-o", "wide")
         report = load.summary or LoadSummary(0, 0, {}, {}, [], 0.0, 0.0)
         self._check_load(report)
         self.phase = "done"
@@ -295,7 +298,7 @@ class Scenario:
         self.event(f"{v4} blocked by the quality gate in {blocked_seconds:.1f}s: {scores}")
         self.check(
             f"{v4} blocked by the quality gate ({scores})",
-            failure.get("step") == "Quality"
+            failure.get("step") == "QualityGate"
             and condition(self.model, "Ready").get("reason") == "QualityGateFailed",
             f"failure {failure}",
         )
