@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from hotswap_contract import versions
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "hotswap.dev"
@@ -30,7 +30,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 VERSION_ID = versions.SCHEMA_PATTERN
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 SOURCE_URI = r"^(file|s3|https?|hf)://[^\s]+$"
-SHA256_HEX = r"^[a-f0-9]{64}$"
+SHA256_HEX = r"^[a-fA-F0-9]{64}$"  # either case, as the agent takes it; stored lower-case
 LABEL_KEY = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 
@@ -132,8 +132,14 @@ class Source(_Model):
     sha256: str | None = Field(
         default=None,
         pattern=SHA256_HEX,
-        description="The manifest digest that pins the content (sha256 hex); staging fails on a mismatch.",
+        description="The manifest digest that pins the content (sha256 hex, either case); staging fails on a mismatch.",
     )
+
+    @field_validator("sha256")
+    @classmethod
+    def _lower(cls, value: str | None) -> str | None:
+        # Digests are compared as strings with what the agents report (lower-case hex).
+        return value.lower() if value is not None else None
 
 
 class CanaryCase(_Model):

@@ -70,7 +70,7 @@ def test_schema_validates_user_fields_and_keeps_kopf_progress() -> None:
         and spec["version"]["maxLength"] == 63
     )
     assert spec["source"]["properties"]["uri"]["pattern"].startswith("^(file|s3|https?|hf)://")
-    assert spec["source"]["properties"]["sha256"]["pattern"] == "^[a-f0-9]{64}$"
+    assert spec["source"]["properties"]["sha256"]["pattern"] == "^[a-fA-F0-9]{64}$"
     assert spec["rollout"]["default"] == {} and spec["rollout"]["properties"]["prefetch"]["default"] is True
     assert spec["selector"]["x-kubernetes-validations"]
     status = schema["properties"]["status"]["properties"]

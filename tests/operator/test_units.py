@@ -182,3 +182,11 @@ def test_unreadable_status_is_dropped_field_by_field() -> None:
         {"targetVersion": "v2", "rollout": {"phase": "Dancing"}, "history": "nope", "kopf": {"x": 1}}
     )
     assert st.target_version == "v2" and st.rollout is None and st.history == []
+
+
+def test_source_digest_accepted_in_either_case_and_kept_lower_case() -> None:
+    """docs/agent.md: the digest is 64 hex digits, case-insensitive; the operator compares it lower-case."""
+    from hotswap_operator.models import Source
+
+    upper = "9F2C4E1D5B7A3C8E0F6D2B4A1C9E7F5D3B1A8C6E4F2D0B9A7C5E3F1D8B6A4C2E"
+    assert Source.model_validate({"uri": "s3://b/v1/", "sha256": upper}).sha256 == upper.lower()
