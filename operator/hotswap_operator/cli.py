@@ -7,20 +7,27 @@ It calls kopf's click command in-process (the same code path as the ``kopf run``
 every ``kopf run`` option works. The operator's own settings are ``HOTSWAP_OPERATOR_*`` variables
 (``config.py``): ``--help`` lists them with their defaults before kopf's options, and a bad value
 stops the process with status 2 before kopf starts, naming the variable.
+
+With ``--peering=NAME`` (several replicas) and no ``--priority``, each replica gets its own priority,
+a stable hash of its pod name (``POD_NAME``; ``peering.py``): kopf pauses peers of equal priority.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from hotswap_contract import tracing
+
+from . import peering
 from .config import Config, ConfigError, variables_help
 
 HANDLERS = "hotswap_operator.handlers"
 
 
-def kopf_args(argv: Sequence[str]) -> list[str]:
-    return ["run", "-m", HANDLERS, *argv]
+def kopf_args(argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+    """``kopf run`` of the handlers with ``argv``, plus a per-pod ``--priority`` when peering."""
+    return ["run", "-m", HANDLERS, *peering.with_priority(argv, env)]
 
 
 def main(argv: Sequence[str] | None = None) -> int | None:
@@ -33,9 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int | None:
         except ConfigError as exc:
             print(f"hotswap-operator: {exc}", file=sys.stderr)
             return 2
+    tracing.setup("hotswap-operator")
     from kopf.cli import main as kopf_main
 
-    kopf_main(args=kopf_args(args), prog_name="hotswap-operator")
+    argv = kopf_args(args)
+    peering.WATCH = peering.parse_watch(argv)  # the startup handler creates the peering objects
+    kopf_main(args=argv, prog_name="hotswap-operator")
     return None
 
 

@@ -23,7 +23,9 @@ import socket
 from typing import Any
 
 import aiohttp
+from hotswap_contract import tracing
 from hotswap_contract.retry import Backoff
+from opentelemetry.trace import StatusCode
 from pydantic import ValidationError
 
 from . import conditions as cond
@@ -50,6 +52,10 @@ from .planner import PlanInput, plan, rollback_target
 from .progress import record
 from .selectors import matches, to_query
 from .timeutil import iso, now
+
+# One span per action of a rollout (stage+preload, verify of the staged weights, activate, verify,
+# soak): off unless the OTLP environment asks (hotswap_contract.tracing).
+TRACER = tracing.tracer("hotswap_operator")
 
 
 @dataclasses.dataclass
@@ -250,7 +256,11 @@ class Reconciler:
 
         async def one_pod(chain: list[Action]) -> None:
             for action in chain:  # in order, each recorded as it finishes; a failure ends the chain
-                outcome = await self.perform(action)
+                attributes = {"hotswap.pod": action.pod, "hotswap.version": action.version or ""}
+                with TRACER.start_as_current_span(f"rollout.{action.step}", attributes=attributes) as span:
+                    outcome = await self.perform(action)
+                    if not outcome.ok:
+                        span.set_status(StatusCode.ERROR, outcome.error or "failed")
                 async with self._status_lock:
                     new, events = record(
                         state["status"],
