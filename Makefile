@@ -53,7 +53,7 @@ typecheck: setup
 	$(VENV)/bin/mypy server/hotswap_server server/hotswap_agent operator/hotswap_operator contract/hotswap_contract devtools e2e demo
 
 # The real control plane's tests run once, in test-controlplane (inside a network namespace).
-CONTROLPLANE_TESTS := tests/controlplane tests/e2e/test_scenario_controlplane.py tests/e2e/test_controlplane_cluster.py
+CONTROLPLANE_TESTS := tests/controlplane tests/e2e/test_scenario_controlplane.py tests/e2e/test_controlplane_cluster.py tests/e2e/test_controlplane_ha.py
 
 unit: setup
 	$(VENV)/bin/pytest -q $(CONTROLPLANE_TESTS:%=--ignore=%) $(PYTEST_ARGS)

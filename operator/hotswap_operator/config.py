@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from hotswap_contract.settings import Option, SettingsError, port, positive, resolve
+from hotswap_contract.settings import Option, SettingsError, at_least, port, positive, resolve
 from hotswap_contract.settings import variables_help as variables_table
 
 PREFIX = "HOTSWAP_OPERATOR_"
@@ -32,6 +32,7 @@ class Config:
     resync_interval: float = 30.0
     retry_backoff_max: float = 10.0
     failed_pod_retry: float = 30.0
+    peering_lifetime: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -112,6 +113,14 @@ OPTIONS: tuple[Option, ...] = (
         PREFIX + "FAILED_POD_RETRY_SECONDS",
         "how long a pod that failed to converge on a known-good version waits before another try, seconds",
         positive,
+    ),
+    Option(
+        "peering_lifetime",
+        None,
+        PREFIX + "PEERING_LIFETIME_SECONDS",
+        "with kopf peering (--peering): how long a replica's keep-alive counts, so how soon a dead "
+        "driving replica is taken over, seconds (kopf's settings.peering.lifetime)",
+        at_least(2),
     ),
 )
 

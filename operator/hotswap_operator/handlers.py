@@ -12,7 +12,7 @@ from typing import Any
 
 import kopf
 
-from . import names
+from . import names, peering
 from .config import Config
 from .models import GROUP, PLURAL, VERSION
 from .rollout import Reconciler, Runtime
@@ -29,7 +29,10 @@ async def startup(*, settings: kopf.OperatorSettings, memo: Any, logger: Logger,
     # The operator's RBAC has no CRD watch: discover resources once at start.
     settings.scanning.disabled = True
     settings.persistence.finalizer = f"{GROUP}/operator"
+    # Replicas with kopf peering: a silent peer counts as alive this long (peering.py).
+    settings.peering.lifetime = config.peering_lifetime
     memo.runtime = await Runtime.start(config)
+    await peering.ensure_objects(memo.runtime.kube, peering.WATCH, logger)
     logger.info(
         f"hotswap-operator ready: agents on port {config.agent_port}, token {config.agent_token_file}"
     )

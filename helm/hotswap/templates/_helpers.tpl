@@ -261,11 +261,39 @@ The operator's RBAC rules, shared by the Role and the ClusterRole. Each rule say
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "create", "patch"]
+{{- if and (include "hotswap.operator.peering" .) (ne .Values.operator.scope "cluster") }}
+# kopf peering (replicas > 1): watch the peers' keep-alives, patch our own into the status; the
+# operator creates the peering object at startup when it is missing (peering.py).
+- apiGroups: ["kopf.dev"]
+  resources: ["kopfpeerings"]
+  verbs: ["get", "list", "watch", "patch", "create"]
+{{- end }}
+{{- end }}
+
+{{/* "true" when the operator replicas run with kopf peering (replicas > 1 or peering.enabled). */}}
+{{- define "hotswap.operator.peering" -}}
+{{- if or .Values.operator.peering.enabled (gt (int .Values.operator.replicas) 1) }}true{{ end }}
+{{- end }}
+
+{{/* The kopf peering object's name: KopfPeering in each watched namespace, or (scope "cluster")
+a ClusterKopfPeering prefixed with the release namespace so two releases never share one. */}}
+{{- define "hotswap.operator.peeringName" -}}
+{{- $name := .Values.operator.peering.name | default (include "hotswap.operator.name" .) }}
+{{- if eq .Values.operator.scope "cluster" }}
+{{- printf "%s-%s" .Release.Namespace $name | trunc 253 }}
+{{- else }}
+{{- $name }}
+{{- end }}
 {{- end }}
 
 {{/* The operator's command-line arguments (kopf run flags plus the operator's own). */}}
 {{- define "hotswap.operator.args" -}}
+{{- if include "hotswap.operator.peering" . }}
+{{- /* The priority is derived per pod by hotswap-operator from POD_NAME (cli.py). */}}
+- {{ printf "--peering=%s" (include "hotswap.operator.peeringName" .) }}
+{{- else }}
 - --standalone
+{{- end }}
 - {{ printf "--liveness=http://0.0.0.0:%d/healthz" (int .Values.operator.livenessPort) }}
 {{- if eq .Values.operator.scope "cluster" }}
 - --all-namespaces
