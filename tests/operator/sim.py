@@ -12,11 +12,14 @@ import datetime
 import hashlib
 from typing import Any
 
+from hotswap_contract.admin import VersionRecord
 from hotswap_operator.actions import Action, EventSpec, Kind, Outcome
 from hotswap_operator.models import Phase, RerankerModelSpec, RerankerModelStatus, Step, VersionRef
-from hotswap_operator.observed import AgentStatus, PodView
+from hotswap_operator.observed import PodView
 from hotswap_operator.planner import Plan, PlanInput, plan
 from hotswap_operator.progress import record
+
+from devtools.fakes.slots import PodSlots
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
@@ -36,36 +39,78 @@ def make_spec(version: str = "v2", **overrides: Any) -> RerankerModelSpec:
     return RerankerModelSpec.model_validate(raw)
 
 
-@dataclasses.dataclass
 class SimPod:
-    name: str
-    active: str | None = None
-    previous: str | None = None
-    staged: str | None = None
-    on_disk: dict[str, str] = dataclasses.field(default_factory=dict)
-    ready: bool = True
-    running: bool = True
-    reachable: bool = True
-    busy: bool = False
-    boot: dict[str, Any] = dataclasses.field(default_factory=dict)  # the agent's status.boot
-    activations: list[tuple[str, int]] = dataclasses.field(default_factory=list)
-    staged_verified: list[str] = dataclasses.field(default_factory=list)
+    """One pod: what it holds and the rules for changing it are the shared fake's
+    (:class:`devtools.fakes.slots.PodSlots`, as the local cluster's fake pod); the rest is scripting."""
+
+    def __init__(
+        self,
+        name: str,
+        active: str | None = None,
+        on_disk: dict[str, str] | None = None,
+        *,
+        ready: bool = True,
+        running: bool = True,
+        reachable: bool = True,
+        busy: bool = False,
+    ) -> None:
+        self.name = name
+        self.slots = PodSlots()
+        for version, digest in (on_disk or {}).items():
+            self.put_on_disk(version, digest)
+        self.active = active
+        self.ready, self.running, self.reachable, self.busy = ready, running, reachable, busy
+        self.boot: dict[str, Any] = {}  # the agent's status.boot
+        self.activations: list[tuple[str, int]] = []
+        self.staged_verified: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"SimPod({self.name}: active={self.active} previous={self.previous} staged={self.staged})"
+
+    def _record(self, version: str | None) -> VersionRecord | None:
+        if version is None:
+            return None
+        known = self.slots.on_disk.get(version)
+        return known or VersionRecord(version=version, digest=digest_of(version))
+
+    # The slots by version id, as tests read and set them ("someone swapped it by hand").
+    @property
+    def active(self) -> str | None:
+        return self.slots.active
+
+    @active.setter
+    def active(self, version: str | None) -> None:
+        self.slots.server.active = self._record(version)
+
+    @property
+    def previous(self) -> str | None:
+        return self.slots.previous
+
+    @previous.setter
+    def previous(self, version: str | None) -> None:
+        self.slots.server.previous = self._record(version)
+
+    @property
+    def staged(self) -> str | None:
+        return self.slots.staged
+
+    @staged.setter
+    def staged(self, version: str | None) -> None:
+        self.slots.server.staged = self._record(version)
+
+    @property
+    def on_disk(self) -> dict[str, str | None]:
+        return {v: r.digest for v, r in self.slots.on_disk.items()}
+
+    def put_on_disk(self, version: str, digest: str) -> None:
+        """A version folder with these contents, whatever was there (a hand-placed folder)."""
+        self.slots.on_disk[version] = VersionRecord(version=version, digest=digest)
 
     def view(self) -> PodView:
         agent = None
         if self.running and self.reachable:
-            rec = lambda v: {"version": v, "digest": digest_of(v)} if v else None  # noqa: E731
-            agent = AgentStatus.model_validate(
-                {
-                    "pod": self.name,
-                    "active": rec(self.active),
-                    "previous": rec(self.previous),
-                    "staged": rec(self.staged),
-                    "onDisk": [{"version": v, "digest": d} for v, d in self.on_disk.items()],
-                    "operation": {"kind": "stage", "state": "running"} if self.busy else None,
-                    "boot": self.boot,
-                }
-            )
+            operation = {"kind": "stage", "state": "running"} if self.busy else None
+            agent = self.slots.agent_status(self.name, operation=operation, boot=self.boot)
         serving_ready = self.ready and (self.active is not None)
         return PodView(
             name=self.name,
@@ -171,21 +216,20 @@ class Sim:
                     )
                 if err := fail(Step.STAGE):
                     return Outcome(ok=False, step=Step.STAGE, error=err)
-                pod.on_disk[v] = digest_of(v)
+                pod.slots.stage(v, digest_of(v), sha256=digest_of(v))  # the source's contents
             if err := fail(Step.PRELOAD):
                 return Outcome(ok=False, step=Step.PRELOAD, error=err)
-            assert v in pod.on_disk, "preload of a version not on disk"
-            pod.staged = v
-            return Outcome(ok=True, step=Step.PRELOAD, digest=digest_of(v))
+            staged = pod.slots.preload(v)  # ContractError (not_on_disk) fails the test loudly
+            return Outcome(ok=True, step=Step.PRELOAD, digest=staged.digest)
         if action.kind in (Kind.ACTIVATE, Kind.REACTIVATE):
             if err := fail(Step.ACTIVATE):
                 return Outcome(ok=False, step=action.step, error=err)
             if action.kind is Kind.ACTIVATE:
                 assert pod.staged == v, f"activate {v} on {pod.name} but staged is {pod.staged}"
-                pod.staged = None
+                pod.slots.activate(v)
             else:
                 assert pod.previous == v
-            pod.previous, pod.active = pod.active, v
+                pod.slots.rollback(v)
             self.clock += 1
             pod.activations.append((v, self.clock))
             return Outcome(ok=True, step=action.step, swap={"mode": "inplace", "pauseMs": 3})
@@ -231,10 +275,8 @@ class Sim:
 def fleet(n: int, version: str | None = "v1") -> dict[str, SimPod]:
     pods = {}
     for i in range(1, n + 1):
-        pod = SimPod(name=f"pod-{i}", active=version)
-        if version:
-            pod.on_disk[version] = digest_of(version)
-        pods[pod.name] = pod
+        on_disk = {version: digest_of(version)} if version else {}
+        pods[f"pod-{i}"] = SimPod(name=f"pod-{i}", active=version, on_disk=on_disk)
     return pods
 
 

@@ -300,8 +300,8 @@ def test_failed_convergence_backs_off_and_does_not_touch_the_fleet() -> None:
 
 def test_digest_mismatch_across_pods_fails_the_rollout() -> None:
     sim = Sim(spec=make_spec("v2"), pods=fleet(2), boot=boot_ref("v1"))
-    sim.pods["pod-2"].on_disk["v2"] = "f" * 64  # a different content under the same version id
-    sim.pods["pod-1"].on_disk["v2"] = digest_of("v2")
+    sim.pods["pod-2"].put_on_disk("v2", "f" * 64)  # a different content under the same version id
+    sim.pods["pod-1"].put_on_disk("v2", digest_of("v2"))
     sim.run()
     r = sim.status.rollout
     assert r is not None and r.failure is not None and "digest mismatch" in r.failure.reason
