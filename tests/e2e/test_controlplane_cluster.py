@@ -35,8 +35,7 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from devtools.controlplane import ApiError, NotBuilt, bin_dir
-from devtools.controlplane.network import in_run_netns
+from devtools.controlplane import ApiError
 from devtools.testmodels import CANARY
 from e2e import commands
 from e2e.backends.controlplane import (
@@ -50,29 +49,9 @@ from e2e.backends.controlplane import (
 )
 from e2e.checks import swaps_to
 from e2e.scenario import TINY
+from tests.e2e.controlplane_marks import CONTROLPLANE
 
-REQUIRED = bool(os.environ.get("HOTSWAP_REQUIRE_CONTROLPLANE"))
-
-
-def _built() -> bool:
-    try:
-        bin_dir()
-    except NotBuilt:
-        if REQUIRED:
-            raise
-        return False
-    return True
-
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not _built(), reason="control-plane binaries not built (scripts/get-controlplane.sh)"),
-    pytest.mark.skipif(
-        in_run_netns() is not None and not REQUIRED,
-        reason="needs a network namespace of its own: make test-controlplane (scripts/netns-run.sh)",
-    ),
-    pytest.mark.asyncio(loop_scope="module"),
-]
+pytestmark = [*CONTROLPLANE, pytest.mark.asyncio(loop_scope="module")]
 
 MODEL = "reranker"
 REPLICAS = 2  # one pod at a time is visible with two; a third comes with the scale-up

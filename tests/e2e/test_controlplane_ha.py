@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-import os
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -28,35 +27,13 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from devtools.controlplane import NotBuilt, bin_dir
-from devtools.controlplane.network import in_run_netns
 from devtools.testmodels import CANARY
 from e2e.backends.controlplane import ControlPlaneBackend, controlplane_backend
 from e2e.checks import swaps_to
 from e2e.scenario import TINY
+from tests.e2e.controlplane_marks import CONTROLPLANE
 
-REQUIRED = bool(os.environ.get("HOTSWAP_REQUIRE_CONTROLPLANE"))
-
-
-def _built() -> bool:
-    try:
-        bin_dir()
-    except NotBuilt:
-        if REQUIRED:
-            raise
-        return False
-    return True
-
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not _built(), reason="control-plane binaries not built (scripts/get-controlplane.sh)"),
-    pytest.mark.skipif(
-        in_run_netns() is not None and not REQUIRED,
-        reason="needs a network namespace of its own: make test-controlplane (scripts/netns-run.sh)",
-    ),
-    pytest.mark.asyncio(loop_scope="module"),
-]
+pytestmark = [*CONTROLPLANE, pytest.mark.asyncio(loop_scope="module")]
 
 MODEL = "reranker"
 LIFETIME = 10  # kopf peering lifetime: a SIGKILLed driver is taken over within this

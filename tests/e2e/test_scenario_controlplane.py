@@ -13,41 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
 from pathlib import Path
 
 import pytest
 import yaml
 
-from devtools.controlplane import NotBuilt, bin_dir
-from devtools.controlplane.network import in_run_netns
 from e2e.backends.controlplane import ControlPlaneBackend, controlplane_backend, scenario_config
 from e2e.result import ScenarioResult
 from e2e.scenario import TINY, Scenario, ScenarioConfig, ScenarioError
+from tests.e2e.controlplane_marks import CONTROLPLANE
 
-REQUIRED = bool(os.environ.get("HOTSWAP_REQUIRE_CONTROLPLANE"))
-
-
-def _built() -> bool:
-    try:
-        bin_dir()
-    except NotBuilt:
-        if REQUIRED:
-            raise
-        return False
-    return True
-
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not _built(), reason="control-plane binaries not built (scripts/get-controlplane.sh)"),
-    # Outside the run's network namespace the backend refuses to start (no routed pod IPs, so no
-    # EndpointSlices): a skip, unless HOTSWAP_REQUIRE_CONTROLPLANE says it must run (then it fails).
-    pytest.mark.skipif(
-        in_run_netns() is not None and not REQUIRED,
-        reason="needs a network namespace of its own: make test-controlplane (scripts/netns-run.sh)",
-    ),
-]
+pytestmark = [*CONTROLPLANE]
 
 
 def assert_checks(result: ScenarioResult) -> None:
