@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo demo-server e2e e2e-kind e2e-controlplane controlplane helm test test-controlplane lint typecheck unit bench clean
+.PHONY: shellcheck setup demo demo-server e2e e2e-kind e2e-controlplane controlplane helm test test-controlplane lint typecheck unit bench clean
 
 setup: $(STAMP)
 
@@ -45,7 +45,11 @@ e2e-kind: setup
 
 LINT_PATHS := $(wildcard server operator contract devtools tests bench e2e demo)
 
-lint: setup
+# shellcheck (Debian's package) for the shell scripts' test (tests/e2e/test_kind_static.py).
+shellcheck:
+	command -v shellcheck >/dev/null || (apt-get update && apt-get install -y shellcheck)
+
+lint: setup shellcheck
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 

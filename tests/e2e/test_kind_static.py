@@ -36,6 +36,8 @@ from e2e.backends.kind import KindConfig
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted((REPO / "e2e" / "kind").glob("*.sh"))
+# Every shell script of the repository is shellchecked (the kind ones above, and scripts/).
+ALL_SCRIPTS = [*SCRIPTS, *sorted((REPO / "scripts").glob("*.sh"))]
 K8S_VERSIONS = ("1.28.0", "1.35.0")
 CFG = KindConfig()
 
@@ -61,7 +63,7 @@ def test_scripts_parse() -> None:
 )
 def test_shellcheck() -> None:
     proc = subprocess.run(
-        ["shellcheck", "-x", "-P", "SCRIPTDIR", *map(str, SCRIPTS)],
+        ["shellcheck", "-x", "-P", "SCRIPTDIR", *map(str, ALL_SCRIPTS)],
         capture_output=True,
         text=True,
         check=False,
