@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -272,7 +273,9 @@ class SwapManager:
             raise ValidationError("path is not valid Unicode (a lone surrogate)") from None
         root = self.models_root.resolve()
         candidate = Path(raw) if Path(raw).is_absolute() else root / raw
-        inside = candidate.absolute().is_relative_to(root)
+        # Lexical check with ".." collapsed: pathlib's is_relative_to keeps "..", so root/"../../etc"
+        # would count as inside and a missing target would answer 404 rather than 403.
+        inside = Path(os.path.normpath(candidate.absolute())).is_relative_to(root)
         try:
             resolved = candidate.resolve(strict=True)
         except (FileNotFoundError, NotADirectoryError, RuntimeError):

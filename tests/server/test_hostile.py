@@ -270,6 +270,10 @@ ADMIN_CASES: list[tuple[str, str, str, bytes | None, dict[str, str], int, str]] 
     ("path-number", "POST", "/admin/v1/preload", b'{"version": "v2", "path": 5}', AUTH, 422, "Validation"),
     ("path-outside", "POST", "/admin/v1/preload", preload("v2", "/etc"), AUTH, 403, "forbidden"),
     ("path-dot-dot", "POST", "/admin/v1/preload", preload("v2", "../../../../etc"), AUTH, 403, "forbidden"),
+    # Outside and missing: still 403, whatever the checkout's depth (CI once answered 404 here).
+    ("path-dot-dot-missing", "POST", "/admin/v1/preload", preload("v2", "../no-such-folder-outside"), AUTH, 403, "forbidden"),
+    ("path-dot-dot-deep", "POST", "/admin/v1/preload", preload("v2", "../" * 64 + "no-such-folder"), AUTH, 403, "forbidden"),
+    ("path-in-and-out", "POST", "/admin/v1/preload", preload("v2", "tiny-xlmr-v2/../../x"), AUTH, 403, "forbidden"),
     ("path-missing", "POST", "/admin/v1/preload", preload("v2", "no-such-model"), AUTH, 404, "not_found"),
     ("path-through-a-file", "POST", "/admin/v1/preload", preload("v2", "tiny-xlmr-v2/config.json/x"), AUTH, 404, "not_found"),
     ("digest-not-hex", "POST", "/admin/v1/preload", b'{"version": "v2", "path": "tiny-xlmr-v2", "digest": "\\ud800"}', AUTH, 422, "Validation"),
