@@ -37,6 +37,10 @@ class LoadSpec:
     request_timeout_s: float = 120.0
     api: str = "tei"  # the body's shape: "tei" or "infinity" (see Workload.bodies)
     model: str = ""  # the served model's name, for APIs whose bodies name it (Infinity)
+    # The warm-up also lasts until every client has had one answer: with long requests (32 clients
+    # of 32 documents queue for many seconds) the first wave starts together, which no steady
+    # state does, and a warm-up in seconds alone would measure only that wave.
+    warm_wave: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class Record:
     status: int  # 0: the connection failed
     docs: int
     version: str
+    client: int = -1  # which closed-loop client sent it (-1: unknown)
 
     @property
     def latency(self) -> float:
@@ -59,10 +64,11 @@ class LoadResult:
     finished: float
     records: list[Record]
     errors: dict[str, int] = field(default_factory=dict)
+    warm_at: float | None = None  # when the warm-up ended, if the generator said (warm_wave)
 
     @property
     def measure_from(self) -> float:
-        return self.started + self.spec.warmup_s
+        return self.warm_at if self.warm_at is not None else self.started + self.spec.warmup_s
 
     def ok(self, since: float | None = None, until: float | None = None) -> list[Record]:
         lo = self.measure_from if since is None else since
@@ -72,6 +78,21 @@ class LoadResult:
     @property
     def failures(self) -> int:
         return sum(1 for r in self.records if r.status != 200)
+
+    @property
+    def full_load_until(self) -> float:
+        """When the first client stopped: up to here every client had a request in flight (the
+        closed loop at its full concurrency); after it the load tapers off as clients finish."""
+        last: dict[int, float] = {}
+        for r in self.records:
+            last[r.client] = max(last.get(r.client, r.end), r.end)
+        return min(last.values(), default=self.finished)
+
+    def window(self) -> tuple[float, float]:
+        """The measured stretch: from the end of the warm-up to the end of full load."""
+        lo = self.measure_from
+        hi = self.full_load_until
+        return (lo, hi) if hi > lo else (lo, self.finished)
 
 
 # --------------------------------------------------------------------------- the client process
@@ -87,6 +108,8 @@ async def _generate(spec: LoadSpec) -> dict[str, Any]:
     errors: dict[str, int] = {}
     started = time.monotonic()
     measured = 0
+    answered: set[int] = set()  # clients that have had an answer (for warm_wave)
+    warm_at: float | None = None if spec.warm_wave else started + spec.warmup_s
 
     def done() -> bool:
         now = time.monotonic() - started
@@ -94,9 +117,9 @@ async def _generate(spec: LoadSpec) -> dict[str, Any]:
             return True
         return now >= spec.min_s and measured >= spec.min_measured
 
-    async def client(session: aiohttp.ClientSession, first: int) -> None:
-        nonlocal measured
-        i = first
+    async def client(session: aiohttp.ClientSession, index: int) -> None:
+        nonlocal measured, warm_at
+        i = index
         headers = {"Content-Type": "application/json"}
         while not done():
             body = bodies[i % len(bodies)]
@@ -111,8 +134,12 @@ async def _generate(spec: LoadSpec) -> dict[str, Any]:
                 key = type(e).__name__
                 errors[key] = errors.get(key, 0) + 1
             t1 = time.monotonic()
-            records.append([t0, t1, status, spec.docs, version])
-            if status == 200 and t1 - started >= spec.warmup_s:
+            records.append([t0, t1, status, spec.docs, version, index])
+            if warm_at is None:
+                answered.add(index)
+                if len(answered) == spec.clients:
+                    warm_at = max(t1, started + spec.warmup_s)
+            elif status == 200 and t1 >= warm_at:
                 measured += 1
             if status == 0:
                 await asyncio.sleep(0.05)  # a refused connection must not spin
@@ -122,7 +149,13 @@ async def _generate(spec: LoadSpec) -> dict[str, Any]:
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         print(json.dumps({"started": started}), flush=True)
         await asyncio.gather(*(client(session, c) for c in range(spec.clients)))
-    return {"started": started, "finished": time.monotonic(), "records": records, "errors": errors}
+    return {
+        "started": started,
+        "finished": time.monotonic(),
+        "records": records,
+        "errors": errors,
+        "warm_at": warm_at,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,7 +193,9 @@ class LoadProcess:
             raise RuntimeError(f"load generator failed with {self.proc.returncode}")
         data = json.loads(out)
         records = [Record(*r) for r in data["records"]]
-        return LoadResult(self.spec, data["started"], data["finished"], records, data["errors"])
+        return LoadResult(
+            self.spec, data["started"], data["finished"], records, data["errors"], data.get("warm_at")
+        )
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -184,31 +219,38 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
-def chunk_rates(records: list[Record], chunks: int = 3) -> list[float]:
-    """Pairs per second in ``chunks`` consecutive runs of completions, each timed between completions.
+def window_rates(records: list[Record], lo: float, hi: float, chunks: int = 3) -> list[float]:
+    """Pairs per second in ``chunks`` equal parts of the window [lo, hi).
 
-    Measuring from one completion to another (not over a fixed window) avoids counting a request
-    that was half done when the window opened; the median of the chunks shrugs off a stall that
+    Each successful request counts pro rata: its pairs times the share of its life (start to end)
+    that lies in the part, as if its work were spread evenly over it. Counting completions instead
+    breaks when a server answers in waves (a peer that batches every waiting request completes
+    them within a millisecond: timed between completions, that reads as thousands of pairs/s) and
+    when requests last longer than the window. The median of the parts shrugs off a stall that
     another process caused in one of them.
     """
-    done = sorted(records, key=lambda r: r.end)
-    if len(done) < 2:
+    if hi <= lo:
         return []
-    n = len(done) - 1  # completions after the first, which only marks the start
-    k = max(1, min(chunks, n))
+    k = max(1, chunks)
+    step = (hi - lo) / k
     rates = []
     for g in range(k):
-        a, b = g * n // k, (g + 1) * n // k  # completions a+1..b, timed from done[a] to done[b]
-        span = done[b].end - done[a].end
-        pairs = sum(r.docs for r in done[a + 1 : b + 1])
-        if span > 0:
-            rates.append(pairs / span)
+        a, b = lo + g * step, lo + (g + 1) * step
+        pairs = 0.0
+        for r in records:
+            if r.status != 200 or r.end <= a or r.start >= b:
+                continue
+            life = r.end - r.start
+            share = 1.0 if life <= 0 else (min(b, r.end) - max(a, r.start)) / life
+            pairs += r.docs * share
+        rates.append(pairs / step)
     return rates
 
 
-def throughput(records: list[Record], chunks: int = 3) -> float:
-    """The median of :func:`chunk_rates`: pairs scored per second."""
-    rates = chunk_rates(records, chunks)
+def throughput(result: LoadResult, chunks: int = 3) -> float:
+    """The median of :func:`window_rates` over the result's measured window: pairs scored per second."""
+    lo, hi = result.window()
+    rates = window_rates(result.records, lo, hi, chunks)
     return statistics.median(rates) if rates else 0.0
 
 
@@ -226,8 +268,8 @@ def summarize(result: LoadResult) -> dict[str, Any]:
     return {
         "clients": result.spec.clients,
         "docs": result.spec.docs,
-        "pairs_per_s": throughput(ok),
-        "chunk_pairs_per_s": chunk_rates(ok),
+        "pairs_per_s": throughput(result),
+        "chunk_pairs_per_s": window_rates(result.records, *result.window()),
         "p50_ms": percentile(latencies, 50) * 1000,
         "p99_ms": percentile(latencies, 99) * 1000,
         "max_ms": max(latencies, default=math.nan) * 1000,

@@ -51,8 +51,8 @@ FULL = Durations(
     rounds=3,
     warmup_s=1.5,
     measure_s=3.0,
-    min_requests=4,
-    max_s=15.0,
+    min_requests=24,  # per round, so a p99 over the rounds' pooled requests is one of at least 72
+    max_s=60.0,
     ceiling_s=3.0,
     swaps=5,
     swap_steady_s=4.0,
@@ -187,6 +187,7 @@ def load_spec(
         warmup_s=durations.warmup_s,
         max_s=max(durations.max_s, durations.warmup_s + durations.measure_s),
         truncate=truncate,
+        warm_wave=True,
     )
 
 
@@ -195,7 +196,7 @@ def summarize_runs(runs: list[tuple[LoadResult, dict[str, float]]]) -> dict[str,
     spec = runs[0][0].spec
     ok = [r for result, _ in runs for r in result.ok()]
     latencies = [r.latency for r in ok]
-    rates = [throughput(result.ok()) for result, _ in runs]
+    rates = [throughput(result) for result, _ in runs]
     errors: dict[str, int] = {}
     for result, _ in runs:
         for k, v in result.errors.items():
@@ -248,7 +249,7 @@ def throughput_rounds(
                     result, cpu = least_disturbed(partial(run_load, spec), durations.retries)
                     runs.setdefault((name, docs, n), []).append((result, cpu))
                     progress(
-                        f"  {name:9} docs={docs:<3} clients={n:<3} {throughput(result.ok()):8.1f} pairs/s "
+                        f"  {name:9} docs={docs:<3} clients={n:<3} {throughput(result):8.1f} pairs/s "
                         f"{_disturbed(cpu)}"
                     )
     return {

@@ -18,7 +18,7 @@ from hotswap_server.modelload import load_version
 from hotswap_server.scoring import runner_for
 
 from bench import run
-from bench.load import Record, chunk_rates, percentile, throughput
+from bench.load import LoadResult, LoadSpec, Record, percentile, throughput, window_rates
 from bench.models import TINY_XLMR_DIMS, write_xlmr_reranker
 from bench.report import markdown, targets, write_section
 from bench.workload import DOC_WORDS, QUERY_WORDS, make_workload
@@ -36,14 +36,40 @@ def test_workload_is_seeded_and_the_ceiling_scores_what_clients_send() -> None:
     assert json.loads(w.bodies(3, truncate=True)[0])["truncate"] is True
 
 
-def test_throughput_is_timed_between_completions() -> None:
-    # One 3-doc request completes every 0.1 s: 30 pairs/s whatever the window or chunking.
-    records = [Record(start=i * 0.1 - 0.5, end=i * 0.1, status=200, docs=3, version="v1") for i in range(31)]
-    assert [round(r, 6) for r in chunk_rates(records)] == [30.0, 30.0, 30.0]
-    assert throughput(records) == pytest.approx(30.0)
-    assert throughput(records[:1]) == 0.0
-    assert percentile([r.latency for r in records], 50) == pytest.approx(0.5)
+def _result(records: list[Record], warm_at: float = 0.0) -> LoadResult:
+    spec = LoadSpec(url="", clients=1, docs=3, min_s=0, min_measured=0, warmup_s=0, max_s=0)
+    return LoadResult(spec, 0.0, max(r.end for r in records), records, warm_at=warm_at)
+
+
+def test_throughput_counts_each_request_pro_rata_in_the_window() -> None:
+    # One client, a 3-doc request every 0.1 s: 30 pairs/s whatever the window or chunking.
+    records = [Record(i * 0.1, (i + 1) * 0.1, 200, 3, "v1", 0) for i in range(30)]
+    result = _result(records)
+    assert result.window() == (0.0, pytest.approx(3.0))
+    assert [round(r, 6) for r in window_rates(records, 0.0, 3.0)] == [30.0, 30.0, 30.0]
+    assert throughput(result) == pytest.approx(30.0)
+    assert percentile([r.latency for r in records], 50) == pytest.approx(0.1)
     assert math.isnan(percentile([], 99))
+
+
+def test_throughput_of_a_server_that_answers_in_waves() -> None:
+    # Eight clients whose requests (32 docs) all complete together every 4 s: 64 pairs/s. Timed
+    # between completions this read as thousands of pairs/s (two completions a microsecond apart).
+    records = [
+        Record(w * 4.0, (w + 1) * 4.0 + c * 1e-6, 200, 32, "v1", c) for w in range(4) for c in range(8)
+    ]
+    result = _result(records, warm_at=4.0)
+    lo, hi = result.window()
+    assert (lo, hi) == (4.0, pytest.approx(16.0))  # up to the first client's last answer
+    assert throughput(result) == pytest.approx(64.0, rel=1e-3)
+
+
+def test_failed_requests_and_the_taper_do_not_count() -> None:
+    ok = [Record(i * 1.0, (i + 1) * 1.0, 200, 10, "v1", 0) for i in range(6)]
+    failed = [Record(i * 1.0, (i + 1) * 1.0, 500, 10, "v1", 1) for i in range(3)]  # client 1 stops at 3 s
+    result = _result(ok + failed)
+    assert result.window() == (0.0, 3.0)
+    assert throughput(result) == pytest.approx(10.0)
 
 
 def test_bge_shaped_builder_writes_a_reranker_the_server_loads(tmp_path: Path, testmodels_dir: Path) -> None:
