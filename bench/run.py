@@ -21,6 +21,7 @@ import importlib
 import importlib.util
 import json
 import shlex
+import signal
 import sys
 import tempfile
 import traceback
@@ -262,7 +263,14 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     return results
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # Unwind like Ctrl-C, so every ``with running(...)`` stops the servers it started: a bench killed
+    # with SIGTERM (timeout, kill) used to leave its servers and Infinity running.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
     raw = sys.argv[1:] if argv is None else list(argv)
     command = " ".join(["python -m bench.run", *(shlex.quote(a) for a in raw)])
