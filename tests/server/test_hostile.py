@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,6 +234,51 @@ async def test_undecodable_header_bytes(server: Server, header: bytes) -> None:
     )  # fmt: skip
     status, _, body = await raw_request(server.data.server.port, request)
     assert status == 200, body
+
+
+@pytest.mark.parametrize(
+    ("value", "echoed"),
+    [
+        (b"r-1", b"r-1"),
+        (b"x" * 128, b"x" * 128),
+        (b"x" * 129, None),  # too long for the logs
+        (b"x" * 6000, None),
+        (b"a b", None),  # a space would split the text log's key=value
+        (b"a\tb", None),
+        (b"caf\xc3\xa9", None),  # UTF-8, not ASCII
+        (b"\x7f", 400),  # refused by aiohttp's HTTP parser itself: a clear 400, nothing scored
+        (b"", None),
+        (b"%0d%0aSet-Cookie:x", b"%0d%0aSet-Cookie:x"),  # printable: kept as it is, still one header
+    ],
+    ids=["sane", "128", "129", "6000", "space", "tab", "utf8", "del", "empty", "encoded-crlf"],
+)
+async def test_hostile_request_ids(server: Server, value: bytes, echoed: bytes | int | None) -> None:
+    """X-Request-Id: echoed when sane, otherwise replaced by a fresh id; the request is scored
+    either way, and another client's request is not touched."""
+    body = b'{"query": "q", "texts": ["a"]}'
+    request = (
+        b"POST /rerank HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        b"X-Request-Id: " + value + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    assert server.data.server.port is not None
+    (status, head, text), _ = await asyncio.gather(
+        raw_request(server.data.server.port, request), innocent(server)
+    )
+    if isinstance(echoed, int):
+        assert status == echoed, text
+        return
+    assert status == 200, text
+    ids = [
+        line.split(b":", 1)[1].strip()
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"x-request-id:")
+    ]
+    assert len(ids) == 1, head
+    if echoed is not None:
+        assert ids[0] == echoed
+    else:
+        assert ids[0] != value and re.fullmatch(rb"[0-9a-f]{16,64}", ids[0]), ids
+    assert b"Set-Cookie" not in head.replace(b"X-Request-Id: %0d%0aSet-Cookie:x", b"")
 
 
 # --- admin plane ---------------------------------------------------------------------------------
