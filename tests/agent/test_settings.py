@@ -57,6 +57,16 @@ def test_env_and_flag_precedence(tokens: dict[str, str], tmp_path: Path) -> None
         ({}, ["--allow", "http://169.254.169.254/"], "--allow"),
         ({"HOTSWAP_AGENT_BOOT_BACKOFF_INITIAL": "-1"}, [], "HOTSWAP_AGENT_BOOT_BACKOFF_INITIAL"),
         ({"HOTSWAP_AGENT_TOKEN_FILE": "/nonexistent/token"}, [], "HOTSWAP_AGENT_TOKEN_FILE"),
+        # The model cache's flags, as a careless values file would set them.
+        ({}, ["--cache-max-bytes", "-1"], "--cache-max-bytes"),
+        ({}, ["--cache-max-bytes", "50Xi"], "--cache-max-bytes"),
+        ({}, ["--cache-max-bytes", "1e999"], "--cache-max-bytes"),
+        ({}, ["--cache-max-bytes", "9" * 5000], "--cache-max-bytes"),
+        ({"HOTSWAP_AGENT_CACHE_MAX_BYTES": "ten gigs"}, [], "HOTSWAP_AGENT_CACHE_MAX_BYTES"),
+        ({}, ["--cache-lock-timeout", "0"], "--cache-lock-timeout"),
+        ({}, ["--cache-lock-timeout", "nan"], "--cache-lock-timeout"),
+        ({}, ["--cache-lock-timeout", "inf"], "--cache-lock-timeout"),
+        ({"HOTSWAP_AGENT_CACHE_LOCK_TIMEOUT": "-5"}, [], "HOTSWAP_AGENT_CACHE_LOCK_TIMEOUT"),
     ],
 )
 def test_errors_name_the_setting(
