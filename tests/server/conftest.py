@@ -33,11 +33,15 @@ async def make_clients(testmodels_dir: Path, token_file: Path) -> AsyncIterator:
     """Factory: (data client, admin client, state) for an in-process server with the given settings."""
     opened: list[TestClient] = []
 
-    async def make(model: str | None = "tiny-xlmr-v1", **overrides: object):  # type: ignore[no-untyped-def]
+    async def make(  # type: ignore[no-untyped-def]
+        model: str | None = "tiny-xlmr-v1", models_root: Path | None = None, **overrides: object
+    ):
+        """``models_root``: where ``model`` and preloads are found (default: the test models)."""
+        root = testmodels_dir if models_root is None else models_root
         settings = Settings(
-            model=testmodels_dir / model if model else None,
+            model=root / model if model else None,
             version="v1" if model else None,
-            models_root=testmodels_dir,
+            models_root=root,
             admin_token_file=token_file,
             torch_threads=1,
             **overrides,  # type: ignore[arg-type]

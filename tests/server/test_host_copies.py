@@ -11,16 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 from hotswap_server import swap as swap_module
-from hotswap_server.app import create_admin_app, create_data_app, create_state
 from hotswap_server.devices import DOUBLE_HEADROOM, Placement, activation_peak_bytes, double_fits
 from hotswap_server.engine import model_threads
 from hotswap_server.errors import BackendError, InvalidModel
 from hotswap_server.loaded import HostCopy
 from hotswap_server.modelload import load_version
-from hotswap_server.settings import Settings
 from safetensors.torch import load_file, save_file
 
-from .conftest import AUTH, wait_ready
+from .conftest import AUTH
 
 DOCS = ["Machine learning is a branch of AI.", "Bananas are yellow fruit."]
 
@@ -218,54 +216,30 @@ def test_upload_recovering_raises_when_nothing_to_restore(testmodels_dir: Path, 
 
 
 # --- the config in the in-place signature -----------------------------------------------------------
-async def _server_on(root: Path, model: str, token_file: Path, **overrides: object):  # type: ignore[no-untyped-def]
-    from aiohttp.test_utils import TestClient, TestServer
-
-    settings = Settings(
-        model=root / model,
-        version="v1",
-        models_root=root,
-        admin_token_file=token_file,
-        torch_threads=1,
-        **overrides,  # type: ignore[arg-type]
-    )
-    state = create_state(settings)
-    data = TestClient(TestServer(create_data_app(state)))
-    admin = TestClient(TestServer(create_admin_app(state)))
-    await data.start_server()
-    await admin.start_server()
-    await wait_ready(state)
-    return data, admin, state
-
-
 async def test_a_changed_layer_norm_eps_is_a_full_replace(
-    testmodels_dir: Path, tmp_path: Path, token_file: Path
+    make_clients, testmodels_dir: Path, tmp_path: Path
 ) -> None:
     root = tmp_path / "models"
     root.mkdir()
     shutil.copytree(testmodels_dir / "tiny-xlmr-v1", root / "base")
     _modified_copy(testmodels_dir / "tiny-xlmr-v1", root / "same")
     _modified_copy(testmodels_dir / "tiny-xlmr-v1", root / "eps", config={"layer_norm_eps": 1e-3})
-    data, admin, state = await _server_on(root, "base", token_file, swap_mode="inplace")
-    try:
-        r = await admin.post("/admin/v1/preload", json={"version": "same", "path": "same"}, headers=AUTH)
-        assert (await r.json())["compatible"] == "inplace"  # the same config swaps in place
-        r = await admin.post("/admin/v1/preload", json={"version": "eps", "path": "eps"}, headers=AUTH)
-        assert (await r.json())["compatible"] == "replace"
-        old_module = state.swaps.active.module
-        swap = await (await admin.post("/admin/v1/activate", json={"version": "eps"}, headers=AUTH)).json()
-        assert swap["mode"] == "replace"
-        live = state.swaps.active.module
-        assert live is not old_module
-        eps = {m.eps for m in live.modules() if isinstance(m, torch.nn.LayerNorm)}
-        assert eps == {1e-3}  # the new config serves, not the old one
-        r = await data.post("/rerank", json={"query": "q", "texts": DOCS})
-        assert r.status == 200 and r.headers["X-Hotswap-Model-Version"] == "eps"
-        swap = await (await admin.post("/admin/v1/rollback", headers=AUTH)).json()
-        assert swap["mode"] == "replace" and swap["active"]["version"] == "v1"
-    finally:
-        await admin.close()
-        await data.close()
+    data, admin, state = await make_clients(model="base", models_root=root, swap_mode="inplace")
+    r = await admin.post("/admin/v1/preload", json={"version": "same", "path": "same"}, headers=AUTH)
+    assert (await r.json())["compatible"] == "inplace"  # the same config swaps in place
+    r = await admin.post("/admin/v1/preload", json={"version": "eps", "path": "eps"}, headers=AUTH)
+    assert (await r.json())["compatible"] == "replace"
+    old_module = state.swaps.active.module
+    swap = await (await admin.post("/admin/v1/activate", json={"version": "eps"}, headers=AUTH)).json()
+    assert swap["mode"] == "replace"
+    live = state.swaps.active.module
+    assert live is not old_module
+    eps = {m.eps for m in live.modules() if isinstance(m, torch.nn.LayerNorm)}
+    assert eps == {1e-3}  # the new config serves, not the old one
+    r = await data.post("/rerank", json={"query": "q", "texts": DOCS})
+    assert r.status == 200 and r.headers["X-Hotswap-Model-Version"] == "eps"
+    swap = await (await admin.post("/admin/v1/rollback", headers=AUTH)).json()
+    assert swap["mode"] == "replace" and swap["active"]["version"] == "v1"
 
 
 async def test_replace_without_room_drops_the_old_copy_and_puts_it_back_on_failure(
