@@ -31,6 +31,8 @@ class VersionRecord(WireModel):
     dtype: str | None = None
     device: str | None = None
     loaded_at: str | None = None  # ISO 8601, UTC
+    # Milliseconds per loading phase on the server (digest, read, build, check); {} if unknown.
+    load_phases_ms: dict[str, float] = Field(default_factory=dict)
 
 
 class LastSwap(WireModel):

@@ -106,6 +106,12 @@ class LoadedVersion:
     host: HostCopy | None = None
     config_signature: ConfigSignature = ()
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # Milliseconds of each loading phase: digest (the server hashes the folder itself: the bytes
+    # it loads are proven to be the pinned ones whoever wrote the volume or called preload, at the
+    # cost of one more hashing pass over files the page cache already holds), read (safetensors
+    # into memory), build (skeleton and the flat host buffer), check (the finite-score canary
+    # pairs). Empty when the version was not loaded by ``load_version``.
+    load_phases_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def signature(self) -> Signature:
@@ -129,4 +135,5 @@ class LoadedVersion:
             "dtype": str(p.dtype).removeprefix("torch."),
             "device": str(p.device),
             "loadedAt": self.loaded_at.isoformat(),
+            "loadPhasesMs": dict(self.load_phases_ms),
         }

@@ -12,6 +12,7 @@ import copy
 import json
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,17 @@ CANARY_PAIRS = [
     ("what is machine learning", "Machine learning is a field of artificial intelligence."),
     ("what is machine learning", "Bananas are yellow fruit rich in potassium."),
 ]
+
+
+class _PhaseClock:
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.ms[phase] = round((now - self._last) * 1000, 3)
+        self._last = now
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -209,7 +221,11 @@ def load_version(
     """Read, validate and materialise ``folder`` in host memory (pinned when the target is CUDA)."""
     if not folder.is_dir():
         raise InvalidModel(f"{folder} is not a folder")
+    # Wall seconds of each phase, reported with the version (``loadPhasesMs``): the rollout
+    # benchmark's per-phase table reads them, and they say where a slow preload spent its time.
+    clock = _PhaseClock()
     digest = folder_digest(folder)
+    clock.lap("digest")
     if expected_digest is not None and digest != expected_digest:
         from .errors import DigestMismatch
 
@@ -219,6 +235,7 @@ def load_version(
     if "auto_map" in raw_config:
         raise InvalidModel("config.json asks for custom code (auto_map); trust_remote_code is never enabled")
     tensors = read_tensors(tdir)
+    clock.lap("read")
     try:
         config = AutoConfig.from_pretrained(str(tdir), local_files_only=True, trust_remote_code=False)
         tokenizer = AutoTokenizer.from_pretrained(
@@ -239,6 +256,7 @@ def load_version(
     module.load_state_dict(host.views, strict=True, assign=True)
     module.eval().requires_grad_(False)
     host.module = module
+    clock.lap("build")
     pooling, normalize = _pooling(folder, tdir) if kind == "bi-encoder" else ("cls", False)
     loaded = LoadedVersion(
         version=version,
@@ -258,5 +276,7 @@ def load_version(
     scores, _tokens = runner_for(loaded).score([q for q, _ in CANARY_PAIRS], [d for _, d in CANARY_PAIRS])
     if not all(math.isfinite(float(s)) for s in scores):
         raise InvalidModel(f"canary pairs scored non-finite values: {scores.tolist()}")
+    clock.lap("check")
+    loaded.load_phases_ms = clock.ms
     log.info("loaded %s from %s (%s, %s, digest %s)", version, folder, kind, loaded.architecture, digest[:12])
     return loaded

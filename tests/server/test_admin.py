@@ -93,6 +93,12 @@ async def test_preload_is_idempotent_and_checks_the_digest(make_clients, testmod
     second = await (await admin.post("/admin/v1/preload", json=body, headers=AUTH)).json()
     assert first == second and state.swaps.staged is staged
     assert first["staged"]["digest"] == digest
+    # Where the preload spent its time, phase by phase, kept with the version.
+    phases = first["staged"]["loadPhasesMs"]
+    assert list(phases) == ["digest", "read", "build", "check"] and all(v >= 0 for v in phases.values())
+    state_body = await (await admin.get("/admin/v1/state", headers=AUTH)).json()
+    assert state_body["staged"]["loadPhasesMs"] == phases
+    assert set(state_body["active"]["loadPhasesMs"]) == set(phases)  # the boot version's own
 
 
 async def test_second_control_operation_is_409(make_clients) -> None:
