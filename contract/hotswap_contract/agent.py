@@ -48,6 +48,8 @@ class Operation(WireModel):
     result: dict[str, Any] | None = None
     started_at: str | None = None
     finished_at: str | None = None
+    # Seconds spent in each step so far (e.g. {"downloading": 1.2, "digest": 0.3}).
+    step_seconds: dict[str, float] = Field(default_factory=dict)
 
     @property
     def running(self) -> bool:

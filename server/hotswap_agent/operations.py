@@ -60,6 +60,7 @@ class Operation:
             "result": self.result,
             "startedAt": self.started_at,
             "finishedAt": self.finished_at,
+            "stepSeconds": self.progress.timings(),
         }
 
     def summary(self) -> dict[str, Any]:
@@ -71,6 +72,7 @@ class Operation:
             "error": self.error,
             "startedAt": self.started_at,
             "finishedAt": self.finished_at,
+            "stepSeconds": self.progress.timings(),
         }
 
 
@@ -156,6 +158,7 @@ class OperationManager:
             if op.state != SUCCEEDED:
                 span.set_status(StatusCode.ERROR, f"{op.error_type}: {op.error}")
             span.end()
+            op.progress.finish()
             op.finished_at = utcnow()
             op.done.set()
             self._idle.set()

@@ -112,6 +112,11 @@ async def test_full_cycle_and_status_shape(
     )
     times = [(h["startedAt"], h["finishedAt"]) for h in status["history"]]
     assert all(a <= b for a, b in times) and [t[0] for t in times] == sorted(t[0] for t in times)
+    # Where each operation spent its time, step by step (the rollout benchmark's phase columns).
+    stages = [h for h in status["history"] if h["kind"] == "stage"]
+    assert stages and {"downloading", "digest", "publishing"} <= set(stages[-1]["stepSeconds"])
+    assert all(v >= 0 for h in status["history"] for v in h["stepSeconds"].values())
+    assert "done" not in stages[-1]["stepSeconds"]
 
 
 async def test_running_operation_is_returned_and_others_conflict(
