@@ -259,7 +259,26 @@ def _rollout_table(rollout: dict[str, Any]) -> str:
         scalars = {k: v for k, v in result.items() if isinstance(v, int | float | str | bool)}
         keys += [k for k in scalars if k not in keys]
         rows.append((pods, scalars))
-    return _table(["pods", *keys], [[str(p)] + [_fmt_any(s.get(k)) for k in keys] for p, s in rows])
+    table = _table(["pods", *keys], [[str(p)] + [_fmt_any(s.get(k)) for k in keys] for p, s in rows])
+    return table + _phase_table(rollout)
+
+
+def _phase_table(rollout: dict[str, Any]) -> str:
+    """One row per pod count: each phase of a pod's swap, median over the pods / slowest pod (s)."""
+    phases: list[str] = []
+    for result in rollout.values():
+        phases += [p for p in (result.get("phases") or {}) if p not in phases]
+    if not phases:
+        return ""
+    rows = []
+    for pods, result in rollout.items():
+        got = result.get("phases") or {}
+        rows.append(
+            [str(pods)]
+            + [f"{got[p]['median_s']:.3f} / {got[p]['max_s']:.3f}" if p in got else "n/a" for p in phases]
+        )
+    head = "\n\nEach phase of a pod's swap, seconds, median over the pods / slowest pod:\n\n"
+    return head + _table(["pods", *phases], rows)
 
 
 def _meta_lines(meta: dict[str, Any], c: dict[str, Any]) -> list[str]:

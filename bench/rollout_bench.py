@@ -91,6 +91,7 @@ async def _run(
         swap_phase_s = _seconds(stamp.get("Prefetched"), stamp.get("RolloutSucceeded"))
 
         agents = [await cluster.agent_status(name) for name in sorted(cluster.pods)]
+        phases = phase_table([pod_phases(a, "v2") for a in agents])
         prepare = [_op_chain_seconds(a, "v2") for a in agents]
         pauses = [float((a.get("lastActivation") or {}).get("pauseMs") or 0.0) for a in agents]
         modes = sorted({str((a.get("lastActivation") or {}).get("mode")) for a in agents})
@@ -113,7 +114,69 @@ async def _run(
     }
     if report is not None:
         result.update(requests=report.total, failed=report.failed, p99_ms=round(report.p99_ms, 1))
+    result["phases"] = phases
     return result
+
+
+# The phases of one pod's swap, in the order they run, and where each figure comes from.
+PHASES = (
+    "download",  # agent stage: fetching (or copying from the model cache) and extracting
+    "digest",  # agent stage: hashing the staged folder against the pinned sha256
+    "server digest",  # server preload: hashing the folder again before loading it
+    "load",  # server preload: reading safetensors, building the module and its flat host buffer
+    "validate",  # server preload: the finite-score check on the canary pairs
+    "canary",  # agent verify on the staged weights (the spec's canary, before any exposure)
+    "activate",  # agent activate (the swap itself; its pause is max_pause_ms)
+    "verify",  # agent verify on the live version after activation
+)
+_DOWNLOAD_STEPS = (
+    "downloading",
+    "extracting",
+    "waiting for the model cache",
+    "publishing to the model cache",
+    "copying from the model cache",
+)
+
+
+def pod_phases(agent: dict[str, Any], version: str) -> dict[str, float]:
+    """Seconds of each of :data:`PHASES` on one pod, from its agent's operation history (step
+    timings) and its server's record of the version (load phases). Missing phases are absent."""
+    out: dict[str, float] = {}
+    verifies: list[dict[str, Any]] = []
+    for op in agent.get("history", []):
+        if op.get("version") != version or op.get("state") != "succeeded":
+            continue
+        steps = op.get("stepSeconds") or {}
+        kind = op.get("kind")
+        if kind == "stage":
+            out["download"] = out.get("download", 0.0) + sum(steps.get(s, 0.0) for s in _DOWNLOAD_STEPS)
+            out["digest"] = out.get("digest", 0.0) + steps.get("digest", 0.0)
+        elif kind == "activate":
+            out["activate"] = out.get("activate", 0.0) + sum(steps.values())
+        elif kind == "verify":
+            verifies.append(steps)
+    for steps in verifies:
+        name = "canary" if any("staged" in s for s in steps) else "verify"
+        out[name] = out.get(name, 0.0) + sum(steps.values())
+    server = ((agent.get("server") or {}).get("state") or {}).get("active") or {}
+    load = (server.get("loadPhasesMs") or {}) if server.get("version") == version else {}
+    if load:
+        out["server digest"] = load.get("digest", 0.0) / 1000
+        out["load"] = (load.get("read", 0.0) + load.get("build", 0.0)) / 1000
+        out["validate"] = load.get("check", 0.0) / 1000
+    return out
+
+
+def phase_table(pods: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per phase: the median and the slowest pod, in seconds."""
+    import statistics
+
+    out: dict[str, dict[str, float]] = {}
+    for phase in PHASES:
+        values = [p[phase] for p in pods if phase in p]
+        if values:
+            out[phase] = {"median_s": round(statistics.median(values), 3), "max_s": round(max(values), 3)}
+    return out
 
 
 async def _single_prepare(cluster: Any, folder: Path | None, timeout: float) -> float:
