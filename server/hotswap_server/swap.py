@@ -12,6 +12,7 @@ import copy
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -201,6 +202,25 @@ def upload_recovering(
     ) from error
 
 
+LOADER_NICE = 10  # how much lower the loading thread's CPU priority is than serving's
+
+
+def _background_thread() -> None:
+    """Make the calling thread background work: a lower CPU priority and one intra-op thread.
+
+    A preload hashes, reads, copies and test-scores a whole model: on a busy CPU it competed with
+    the forwards for the cores and widened the tail of every request around a swap. On Linux the
+    nice value is per thread (``setpriority`` with the thread's id) and threads it starts, such as
+    its OpenMP team, inherit it; elsewhere, or without permission, only the thread count applies.
+    """
+    torch.set_num_threads(1)
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, current + LOADER_NICE))
+    except (AttributeError, OSError) as e:  # not Linux, or a sandbox that forbids it
+        log.debug("the loading thread keeps its priority: %s", e)
+
+
 def host_module(loaded: LoadedVersion) -> torch.nn.Module:
     """The module whose tensors are ``loaded``'s host copy (what a staged or previous version holds)."""
     if loaded.host is not None and loaded.host.module is not None:
@@ -237,8 +257,11 @@ class SwapManager:
         self.previous: LoadedVersion | None = None
         self.last_swap: dict[str, Any] | None = None
         self.operation: str | None = None
-        # Loading and validating run here, off the model thread: serving continues meanwhile.
-        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hotswap-loader")
+        # Loading and validating run here, off the model thread: serving continues meanwhile, and
+        # first (the thread yields the CPU to forwards and uses one core; see _background_thread).
+        self._loader = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="hotswap-loader", initializer=_background_thread
+        )
         # One side stream for every upload of this server's life: a stream per swap would keep a
         # cache segment of its own each time, and reserved memory would creep up swap after swap.
         self.stream: torch.cuda.Stream | None = (

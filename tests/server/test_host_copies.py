@@ -4,6 +4,7 @@ device-independent decisions of the GPU path, all on CPU."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from pathlib import Path
@@ -287,3 +288,21 @@ async def test_admin_state_parses_and_has_no_device_figures_on_cpu(make_clients)
     with_device = {**body["lastSwap"], "deviceBeforeBytes": 10, "devicePeakBytes": 12}
     parsed = AdminState.model_validate({**body, "lastSwap": with_device})
     assert parsed.last_swap is not None and parsed.last_swap.device_peak_bytes == 12
+
+
+async def test_loading_runs_in_the_background_at_a_lower_priority(make_clients) -> None:
+    """The preload thread yields the CPU to forwards: one intra-op thread and a nice value
+    LOADER_NICE above the server's (capped at 19), while serving threads keep theirs."""
+    import os
+    import threading
+
+    _data, _admin, state = await make_clients(model="tiny-xlmr-v1")
+
+    def probe() -> tuple[int, int]:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), torch.get_num_threads()
+
+    loop = asyncio.get_running_loop()
+    nice, threads = await loop.run_in_executor(state.swaps._loader, probe)
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert threads == 1
+    assert nice == min(19, mine + swap_module.LOADER_NICE)
