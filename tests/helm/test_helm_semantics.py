@@ -265,6 +265,8 @@ def test_agent_container(rendered: Rendered) -> None:
     assert args["models-root"] == flags(server)["models-root"]
     assert int(args["keep"][0]) == rendered.values["reranker"]["agent"]["keep"]
     assert agent["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    probe = rendered.values["reranker"]["agent"]["livenessProbe"]
+    assert {k: agent["livenessProbe"][k] for k in probe} == probe  # the values, not constants
 
     # Its token file is the agent-token Secret's key.
     token_mount, token_key = file_in_mounts(agent, args["token-file"][0])
