@@ -15,6 +15,10 @@ Every pod has its own address 127.0.N.K (K = 2, 3, ...), so each can use the rea
 small kubelet stand-in probes each pod's ``/readyz`` and keeps its Pod object's Ready condition and
 the Service's endpoints current. Pods boot from the boot ConfigMap the operator keeps, like pods
 that mount it. ``close()`` (or leaving the ``async with``, Ctrl-C included) stops everything.
+
+``fault_points=True`` (real pods) puts the harness on the wires each agent uses (see ``faults``):
+a test can hold a pod's swap at a step (``hold``), SIGKILL one of its containers meanwhile
+(``kill_container``) and start it again as the kubelet would (``start_container``).
 """
 
 from __future__ import annotations
@@ -46,10 +50,12 @@ from hotswap_operator.patches import merge_patch
 
 from devtools import dev_env
 
+from .faults import PROXY_ADMIN_PORT, PROXY_DATA_PORT, Hold, HttpRegistry, PodProxy, close_all
 from .load import Load, Service
 from .procs import Proc
 
 Flavour = Literal["real", "fake"]
+Container = Literal["server", "agent"]
 T = TypeVar("T")
 LOCK_DIR = Path(tempfile.gettempdir()) / "hotswap-localcluster"
 DATA_PORT, ADMIN_PORT, AGENT_PORT = 8080, 8081, 9090
@@ -69,6 +75,8 @@ class LocalPod:
     ready: bool = False
     stopping: bool = False  # out of the Service for good until its processes start again
     extra_server_args: tuple[str, ...] = ()
+    proxies: dict[str, PodProxy] = dataclasses.field(default_factory=dict)  # "data" / "admin"
+    generation: int = 0  # bumped on every (re)start of a container: names its log
 
     @property
     def url(self) -> str:
@@ -98,6 +106,7 @@ class LocalCluster:
         server_args: Sequence[str] = (),
         pod_server_args: Mapping[str, Sequence[str]] | None = None,
         keep_workdir: bool = False,
+        fault_points: bool = False,
     ) -> None:
         self.initial_pods = pods
         self.flavour: Flavour = flavour
@@ -108,6 +117,10 @@ class LocalCluster:
         self.operator_env = dict(operator_env or {})
         self.server_args = tuple(server_args)
         self.pod_server_args = {k: tuple(v) for k, v in (pod_server_args or {}).items()}
+        if fault_points and flavour != "real":
+            raise ClusterError("fault_points needs real pods (fake pods are scripted instead)")
+        self.fault_points = fault_points
+        self.registry: HttpRegistry | None = None
         self._own_workdir = workdir is None
         self.keep_workdir = keep_workdir
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="hotswap-cluster-"))
@@ -154,6 +167,8 @@ class LocalCluster:
         await self.kube.create(names.core_path("namespaces"), {"metadata": {"name": self.namespace}})
         await self.kube.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crdgen.build_crd())
         self._kubelet = asyncio.create_task(self._kubelet_loop(), name="kubelet")
+        if self.fault_points:
+            self.registry = await HttpRegistry(f"{self.subnet}1", self.workdir / "registry").start()
         await asyncio.gather(*(self.add_pod(wait=False) for _ in range(self.initial_pods)))
         if self.with_operator:
             await self.start_operator()
@@ -170,6 +185,10 @@ class LocalCluster:
         await asyncio.gather(*stops, return_exceptions=True)
         if self._apiserver is not None:
             await self._apiserver.stop(grace=2)
+        await close_all([*(p for pod in self.pods.values() for p in pod.proxies.values())])
+        if self.registry is not None:
+            await close_all([self.registry])
+            self.registry = None
         if self._kube is not None:
             await self._kube.close()
         if self._session is not None:
@@ -353,6 +372,12 @@ class LocalCluster:
         )
         (pod.dir / "models").mkdir(parents=True, exist_ok=True)
         self.pods[name] = pod
+        if self.fault_points:
+            # The pod's "network": it outlives container restarts, as the pod's IP does.
+            pod.proxies = {
+                "data": await PodProxy(pod.ip, PROXY_DATA_PORT, pod.url).start(),
+                "admin": await PodProxy(pod.ip, PROXY_ADMIN_PORT, f"http://{pod.ip}:{ADMIN_PORT}").start(),
+            }
         body = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -428,15 +453,8 @@ class LocalCluster:
 
     async def _start_processes(self, pod: LocalPod) -> None:
         pod.stopping = False
-        boot = await self.boot_config()
-        boot_file = pod.dir / "boot.json"
-        boot_file.unlink(missing_ok=True)
-        if boot is not None:
-            boot_file.write_text(json.dumps(boot))
-        logs = self.workdir / "logs"
-        agent_token, admin_token = self.workdir / "agent-token", self.workdir / "admin-token"
-        allow = f"file://{self.workdir / 'registry'}/"
-        generation = sum(1 for _ in logs.glob(f"{pod.name}-*.log")) if logs.exists() else 0
+        boot = await self._write_boot_file(pod)
+        pod.generation = self._next_generation(pod)
         if pod.flavour == "fake":
             script = self.workdir / "script.json"
             if script.exists():
@@ -444,34 +462,17 @@ class LocalCluster:
             argv = [
                 sys.executable, "-m", "devtools.localcluster.fakepod",
                 "--host", pod.ip, "--port", str(AGENT_PORT), "--data-port", str(DATA_PORT),
-                "--token-file", str(agent_token), "--pod-name", pod.name, "--allow", allow,
+                "--token-file", str(self.workdir / "agent-token"), "--pod-name", pod.name,
+                "--allow", f"file://{self.workdir / 'registry'}/",
                 "--script", str(pod.dir / "script.json"),
             ]  # fmt: skip
             if boot is not None:
-                argv += ["--boot-file", str(boot_file)]
-            pod.procs = [Proc(pod.name, argv, log=logs / f"{pod.name}-{generation}.log").start()]
+                argv += ["--boot-file", str(pod.dir / "boot.json")]
+            pod.procs = [Proc(pod.name, argv, log=self._log(pod, ""))]
         else:
-            server = [
-                sys.executable, "-m", "hotswap_server",
-                "--host", pod.ip, "--port", str(DATA_PORT),
-                "--admin-host", pod.ip, "--admin-port", str(ADMIN_PORT),
-                "--admin-token-file", str(admin_token), "--models-root", str(pod.dir / "models"),
-                "--torch-threads", "1", *self.server_args, *pod.extra_server_args,
-            ]  # fmt: skip
-            agent = [
-                sys.executable, "-m", "hotswap_agent",
-                "--host", pod.ip, "--port", str(AGENT_PORT), "--token-file", str(agent_token),
-                "--models-root", str(pod.dir / "models"),
-                "--server-url", pod.url, "--server-admin-url", f"http://{pod.ip}:{ADMIN_PORT}",
-                "--server-admin-token-file", str(admin_token), "--allow", allow, "--pod-name", pod.name,
-                "--boot-backoff-initial", "0.2", "--boot-backoff-max", "2",
-            ]  # fmt: skip
-            if boot is not None:
-                agent += ["--boot-file", str(boot_file)]
-            pod.procs = [
-                Proc(f"{pod.name}-server", server, log=logs / f"{pod.name}-{generation}-server.log").start(),
-                Proc(f"{pod.name}-agent", agent, log=logs / f"{pod.name}-{generation}-agent.log").start(),
-            ]
+            pod.procs = [self._container(pod, "server"), self._container(pod, "agent", boot=boot is not None)]
+        for proc in pod.procs:
+            proc.start()
         now = _now()
         await self._patch_pod_status(
             pod,
@@ -485,6 +486,99 @@ class LocalCluster:
                 "containerStatuses": _container_statuses(False),
             },
         )
+
+    async def _write_boot_file(self, pod: LocalPod) -> dict[str, Any] | None:
+        """The boot ConfigMap as the pod's mounted file (absent while the ConfigMap is)."""
+        boot = await self.boot_config()
+        boot_file = pod.dir / "boot.json"
+        boot_file.unlink(missing_ok=True)
+        if boot is not None:
+            boot_file.write_text(json.dumps(boot))
+        return boot
+
+    def _next_generation(self, pod: LocalPod) -> int:
+        logs = self.workdir / "logs"
+        return sum(1 for _ in logs.glob(f"{pod.name}-*.log")) if logs.exists() else 0
+
+    def _log(self, pod: LocalPod, container: str) -> Path:
+        suffix = f"-{container}" if container else ""
+        return self.workdir / "logs" / f"{pod.name}-{pod.generation}{suffix}.log"
+
+    def _container(self, pod: LocalPod, container: Container, *, boot: bool = False) -> Proc:
+        """A real pod's container process (not started)."""
+        agent_token, admin_token = self.workdir / "agent-token", self.workdir / "admin-token"
+        if container == "server":
+            server = [
+                sys.executable, "-m", "hotswap_server",
+                "--host", pod.ip, "--port", str(DATA_PORT),
+                "--admin-host", pod.ip, "--admin-port", str(ADMIN_PORT),
+                "--admin-token-file", str(admin_token), "--models-root", str(pod.dir / "models"),
+                "--torch-threads", "1", *self.server_args, *pod.extra_server_args,
+            ]  # fmt: skip
+            return Proc(f"{pod.name}-server", server, log=self._log(pod, "server"))
+        # With fault points the agent reaches its server through the pod's proxies.
+        data_url = pod.proxies["data"].url if pod.proxies else pod.url
+        admin_url = pod.proxies["admin"].url if pod.proxies else f"http://{pod.ip}:{ADMIN_PORT}"
+        agent = [
+            sys.executable, "-m", "hotswap_agent",
+            "--host", pod.ip, "--port", str(AGENT_PORT), "--token-file", str(agent_token),
+            "--models-root", str(pod.dir / "models"),
+            "--server-url", data_url, "--server-admin-url", admin_url,
+            "--server-admin-token-file", str(admin_token),
+            "--allow", f"file://{self.workdir / 'registry'}/", "--pod-name", pod.name,
+            "--boot-backoff-initial", "0.2", "--boot-backoff-max", "2",
+        ]  # fmt: skip
+        if self.registry is not None:
+            agent += ["--allow", self.registry.url + "/"]
+        if boot:
+            agent += ["--boot-file", str(pod.dir / "boot.json")]
+        return Proc(f"{pod.name}-agent", agent, log=self._log(pod, "agent"))
+
+    # ------------------------------------------------------------------------------ faults
+
+    def hold(self, pod: str | None, method: str, path: str) -> Hold:
+        """Hold every request ``method path`` until the returned ``Hold`` is released.
+
+        ``pod`` None: downloads from the http registry (any pod's: ``/<version>/manifest.json``,
+        ``/<version>/<file>``). Else that pod's agent's calls to its server: ``/admin/v1/...`` on
+        the admin plane, any other path (the canary's ``/v1/rerank``) on the data plane.
+        """
+        if not self.fault_points:
+            raise ClusterError("holds need LocalCluster(fault_points=True)")
+        if pod is None:
+            assert self.registry is not None
+            return self.registry.held.add(method, path)
+        plane = "admin" if path.startswith("/admin/") else "data"
+        return self.pods[pod].proxies[plane].held.add(method, path)
+
+    def publish_http(self, version: str, folder: Path) -> dict[str, str]:
+        """``publish``, with the source served by the http registry (so a stage can be held)."""
+        if self.registry is None:
+            raise ClusterError("the http registry needs LocalCluster(fault_points=True)")
+        source = self.publish(version, folder)
+        return {"uri": self.registry.uri(version), "sha256": source["sha256"]}
+
+    async def kill_container(self, name: str, container: Container) -> None:
+        """SIGKILL one container of a real pod: a crash or an OOM kill, no drain — its in-flight
+        requests fail. The kubelet sees the container exit: the pod is not ready at once (out of
+        the Service). It stays down until ``start_container`` (the kubelet restarting it)."""
+        pod = self.pods[name]
+        if pod.flavour != "real":
+            raise ClusterError("kill_container: real pods only (a fake pod is one process)")
+        pod.procs[0 if container == "server" else 1].kill()
+        await self._set_pod_ready(pod, False)
+        await self._patch_pod_status(pod, {"containerStatuses": _container_statuses(False)})
+
+    async def start_container(self, name: str, container: Container) -> None:
+        """The kubelet restarts a dead container (restartPolicy Always): same pod, same address,
+        same volumes; a restarted agent reads the boot ConfigMap as mounted now."""
+        pod = self.pods[name]
+        index = 0 if container == "server" else 1
+        if pod.procs[index].alive:
+            raise ClusterError(f"{name}: its {container} container is running")
+        boot = await self._write_boot_file(pod) if container == "agent" else None
+        pod.generation = self._next_generation(pod)
+        pod.procs[index] = self._container(pod, container, boot=boot is not None).start()
 
     async def _kubelet_loop(self) -> None:
         """Probe every pod's ``/readyz``; keep Ready and the Service's endpoints in step."""

@@ -20,7 +20,7 @@ from hotswap_operator.agent_client import AgentClient, TokenSource
 from hotswap_operator.models import HistoryResult, Phase, RerankerModelStatus, Step
 from hotswap_operator.timeutil import iso, now, parse
 
-from devtools.localcluster.cluster import LocalCluster
+from devtools.localcluster.cluster import Container, LocalCluster
 from devtools.localcluster.load import LoadReport
 
 MODEL_FOLDERS = {
@@ -592,6 +592,124 @@ async def pod_killed_while_verified_staged(fleet: Fleet) -> LoadReport:
     report = load.report()
     # Only the killed pod's in-flight requests may fail.
     assert all(f.startswith(f"{SECOND_POD}:") for f in report.failures), report.failures
+    return report
+
+
+# Where ``pod_killed_mid_swap`` holds the second pod's swap, by step: the agent's request that
+# step waits on (pod None: the http registry, every pod's download of the version; else that pod's
+# calls to its own server) and the agent operation then running. ``verify`` is the check after the
+# activation, through the data plane: the pod already serves the new version when it dies.
+SWAP_STEPS: dict[str, tuple[str | None, str, str, str]] = {
+    "stage": (None, "GET", "/{version}/manifest.json", "stage"),
+    "preload": (SECOND_POD, "POST", "/admin/v1/preload", "preload"),
+    "activate": (SECOND_POD, "POST", "/admin/v1/activate", "activate"),
+    "verify": (SECOND_POD, "POST", "/v1/rerank", "verify"),
+}
+SWAP_KINDS = ("activate", "rollback", "boot")  # the agent operations that swap a model in
+
+
+def activations(agent: dict[str, Any], skip: set[str]) -> list[str | None]:
+    """Versions the agent swapped in (its succeeded activate / rollback / boot operations), oldest
+    first, leaving out the operations whose ids are in ``skip``."""
+    return [
+        o.get("version")
+        for o in agent.get("history", [])
+        if o.get("kind") in SWAP_KINDS and o.get("state") == "succeeded" and o.get("id") not in skip
+    ]
+
+
+async def pod_killed_mid_swap(
+    fleet: Fleet, step: str, containers: tuple[Container, ...] = ("server",)
+) -> LoadReport:
+    """Under load, the second pod's server (``containers``: or its whole pod) is SIGKILLed while its
+    swap to a new version is at ``step``; the kubelet starts it again. A pod fault, not a version
+    fault: the rollout completes on the target, no pod swaps twice, no other pod fails a request.
+
+    The swap is held at the step on the harness's wires (``LocalCluster.hold``), never by timing:
+    the step has begun when the agent's request waits there and its operation runs. The request
+    goes on only once the server is dead, so the agent sees its call cut, as from a crashing server.
+    """
+    assert fleet.real and fleet.testmodels is not None, "real pods: a real server process dies"
+    c = fleet.cluster
+    await fleet.baseline("v1")
+    # A version no pod ever held: every step of its swap runs (a copy on disk or in memory would
+    # skip stage or preload). Served over http, so that its download can be held.
+    version = f"fault-{step}"
+    source = c.publish_http(version, fleet.testmodels / MODEL_FOLDERS["v2"])
+    where, method, path, kind = SWAP_STEPS[step]
+    hold = c.hold(where, method, path.format(version=version))
+    before = await fleet.swaps()
+    failed_before = [e["reason"] for e in await c.events()].count("RolloutFailed")
+
+    async def in_step() -> bool:
+        op = (await c.agent_status(SECOND_POD)).get("operation") or {}
+        return (op.get("kind"), op.get("version"), op.get("state")) == (kind, version, "running")
+
+    async with c.load() as load:
+        await fleet.set_model(version, source)
+        # The registry holds every pod's download: all of them stage at once (the prefetch).
+        await hold.reached(fleet.timeout, count=len(c.pods) if where is None else 1)
+        await fleet.until(in_step, f"{SECOND_POD} at {kind} {version}")
+        at_kill = await c.agent_status(SECOND_POD)
+        in_flight = at_kill["operation"]["id"]
+        for container in containers:
+            await c.kill_container(SECOND_POD, container)
+        hold.release()
+        # The held request went on to the dead server (its connection cut) before the kubelet
+        # starts the container again: the agent's call can never reach the new process.
+        await hold.settled(fleet.timeout)
+        for container in containers:
+            await c.start_container(SECOND_POD, container)
+
+        def settled(s: RerankerModelStatus) -> bool:  # Ready on the version, or failed (then say why)
+            failed = s.rollout is not None and s.rollout.version == version and s.rollout.failure is not None
+            on_target = s.current_version == version and len(s.pods) == len(c.pods)
+            return failed or (on_target and cond(s, "Ready")[0] == "True")
+
+        st = await c.wait_for_status(settled, timeout=fleet.timeout * 2, what=f"Ready on {version}")
+    report = load.report()
+
+    # Completed on the target, the version never condemned.
+    assert st.rollout is not None and st.rollout.failure is None, st.rollout.failure if st.rollout else st
+    assert set((await fleet.actives()).values()) == {version}
+    assert (st.history[-1].version, st.history[-1].result) == (version, HistoryResult.SUCCEEDED)
+    reasons = [e["reason"] for e in await c.events()]
+    assert reasons.count("RolloutFailed") == failed_before, "the pod fault failed the rollout"
+
+    # No pod swapped twice. The other pods: exactly one swap each, to the version. The killed pod:
+    # once per server process. Its killed process swapped to the version at most once (only when
+    # killed at verify, after its activation); its new process came up empty and swapped to the
+    # version exactly once — after first booting on the boot ConfigMap's version (v1) when its agent
+    # restarted too (then two swaps in that process, one per version: never a swap repeated).
+    after = await fleet.swaps()
+    agents = await fleet.agents()
+    old_ids = {o["id"] for o in at_kill.get("history", [])}
+    others = sorted(n for n in c.pods if n != SECOND_POD)
+    assert {n: after[n] - before[n] for n in others} == {n: 1 for n in others}, (before, after)
+    for n in others:
+        assert activations(agents[n], set()).count(version) == 1, agents[n]["history"]
+    killed_process = activations(at_kill, set())
+    assert killed_process.count(version) == (1 if step == "verify" else 0), at_kill["history"]
+    new_process = activations(agents[SECOND_POD], old_ids)
+    boot = [v for v in new_process if v != version]
+    assert new_process.count(version) == 1 and new_process[-1] == version, new_process
+    assert boot in ([], ["v1"]) and (not boot or "agent" in containers), new_process
+    assert after[SECOND_POD] == len(new_process), (after, new_process)  # none went unseen
+
+    # The kill landed in the step: the operation in flight was cut off (a stage needs no server,
+    # so with the agent alive it finished).
+    if "agent" not in containers:
+        op = next(o for o in agents[SECOND_POD]["history"] if o["id"] == in_flight)
+        assert op["state"] == ("succeeded" if step == "stage" else "failed"), op
+
+    # Zero failed requests on the other pods; only the killed pod's may fail.
+    assert report.ok > 0
+    others_failed = [
+        f"{s.pod}: {s.status} {s.error}" for s in report.samples if not s.ok and s.pod != SECOND_POD
+    ]
+    assert not others_failed, others_failed
+    killed = sum(1 for s in report.samples if not s.ok)
+    print(f"{'+'.join(containers)} killed at {step}: {report.summary()}; {killed} failed on {SECOND_POD}")
     return report
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -182,3 +183,56 @@ def test_rollout_bench_runs() -> None:
     result = run(2, simulate_prepare_seconds=0.5, timeout=60)
     assert result["failed"] == 0 and result["requests"] > 0
     assert result["prefetch_s"] >= 0.5 and 0 < result["swap_phase_s"] < result["rollout_s"]
+
+
+async def test_fault_points_hold_and_cut(tmp_path: Path) -> None:
+    """The pod proxy is transparent (every header, duplicates kept), holds a matching request until
+    released, and cuts the agent's connection without an answer when the server died meanwhile; the
+    http registry serves a folder with its manifest."""
+    import json
+
+    import aiohttp
+    from aiohttp import web
+    from hotswap_agent.manifest import build_manifest
+
+    from devtools.localcluster.faults import HttpRegistry, PodProxy
+
+    async def answer(request: web.Request) -> web.Response:
+        headers = [("X-Hotswap-Model-Version", "v1"), ("X-Hotswap-Model-Version", "v2")]
+        return web.json_response({"got": await request.json()}, status=201, headers=headers)
+
+    app = web.Application()
+    app.router.add_post("/admin/v1/activate", answer)
+    server = web.AppRunner(app)
+    await server.setup()
+    await web.TCPSite(server, "127.0.0.1", 0).start()
+    upstream = f"http://127.0.0.1:{server.addresses[0][1]}"
+    proxy = await PodProxy("127.0.0.1", 0, upstream).start()
+    (tmp_path / "v9").mkdir()
+    (tmp_path / "v9" / "config.json").write_text("{}")
+    registry = await HttpRegistry("127.0.0.1", tmp_path).start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            url = proxy.url + "/admin/v1/activate"
+            async with session.post(url, json={"version": "v9"}) as resp:
+                assert resp.status == 201 and await resp.json() == {"got": {"version": "v9"}}
+                assert resp.headers.getall("X-Hotswap-Model-Version") == ["v1", "v2"]
+            hold = proxy.held.add("POST", "/admin/v1/activate")
+            held = asyncio.ensure_future(session.post(url, json={"version": "v9"}))
+            await hold.reached(5)
+            assert not held.done()
+            await server.cleanup()  # the server dies while the request waits
+            hold.release()
+            await hold.settled(5)
+            with pytest.raises(aiohttp.ServerDisconnectedError):
+                await held
+            async with session.get(registry.uri("v9") + "/manifest.json") as resp:
+                assert json.loads(await resp.text()) == build_manifest(tmp_path / "v9")
+            async with session.get(registry.uri("v9") + "/config.json") as resp:
+                assert await resp.text() == "{}"
+            async with session.get(registry.uri("v8") + "/config.json") as resp:
+                assert resp.status == 404
+    finally:
+        await proxy.close()
+        await registry.close()
+        await server.cleanup()

@@ -5,7 +5,8 @@ One cluster serves the whole module (starting torch servers is the slow part on 
 scenario first sets its own baseline spec, so they do not depend on each other's end state, but
 they run in this order: the first rollout needs pods that never served, and the added pod stays.
 The second pod's server runs with ``--max-documents 2`` (a misconfigured pod): a three-document
-canary fails there and only there.
+canary fails there and only there. The cluster has fault points (``LocalCluster(fault_points=True)``):
+each agent reaches its server through a transparent proxy where a test can hold a swap's step.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def real_fleet(testmodels_dir: Path) -> AsyncIterator[Fleet]:
     async with LocalCluster(
-        pods=3, flavour="real", pod_server_args={SECOND_POD: ["--max-documents", "2"]}
+        pods=3,
+        flavour="real",
+        pod_server_args={SECOND_POD: ["--max-documents", "2"]},
+        fault_points=True,
     ) as cluster:
         yield Fleet(cluster, testmodels=testmodels_dir, timeout=120)
 
@@ -73,6 +77,18 @@ async def test_operator_killed_mid_rollout(fleet: Fleet) -> None:
 
 async def test_pod_restarted_mid_rollout(fleet: Fleet) -> None:
     await scenarios.pod_restarted_mid_rollout(fleet)
+
+
+@pytest.mark.parametrize("step", list(scenarios.SWAP_STEPS))
+async def test_server_killed_mid_swap(fleet: Fleet, step: str) -> None:
+    """The second pod's server SIGKILLed at each step of its swap (its agent lives on)."""
+    await scenarios.pod_killed_mid_swap(fleet, step, ("server",))
+
+
+@pytest.mark.parametrize("step", list(scenarios.SWAP_STEPS))
+async def test_pod_killed_mid_swap(fleet: Fleet, step: str) -> None:
+    """The second pod's server and agent SIGKILLed at each step of its swap (the operation is lost)."""
+    await scenarios.pod_killed_mid_swap(fleet, step, ("server", "agent"))
 
 
 async def test_drift_is_corrected(fleet: Fleet) -> None:
