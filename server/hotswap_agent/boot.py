@@ -6,6 +6,11 @@ no active model: a server that already serves (the agent restarted, or the opera
 version) is left alone. Each attempt is a ``boot`` operation (stage, preload, activate); a failed
 attempt is retried with exponential backoff, the reason in ``status.boot`` and the log. Operations
 the operator requests between attempts run normally.
+
+Once booted, the loop keeps watching (``--server-watch-interval``): a server container that
+restarts alone (OOM-killed, crashed) comes back empty, and is booted again from the boot file
+without waiting for the operator, which may be down or holding a failed rollout. A server that is
+unreachable meanwhile (still starting) or busy with an operation is looked at again later.
 """
 
 from __future__ import annotations
@@ -96,6 +101,27 @@ class BootLoop:
         log.info("boot %s: %s", state, message)
 
     async def run(self) -> None:
+        while True:
+            await self._boot()
+            await self._until_empty()
+            self.status["reboots"] = self.status.get("reboots", 0) + 1
+            self.status.update({"state": "pending", "finishedAt": None, "startedAt": utcnow()})
+            log.warning("the server serves no model (it restarted?): booting it again from %s", self.path)
+
+    async def _until_empty(self) -> None:
+        """Return once the server is reachable, idle and serves nothing."""
+        interval = self.agent.settings.server_watch_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            await self.agent.ops.wait_idle()
+            try:
+                state = await self.agent.server_state()
+            except AgentError:
+                continue  # unreachable: restarting, or gone for good; the liveness probe decides
+            if version_of(state, "active") is None and not self.agent.ops.running:
+                return
+
+    async def _boot(self) -> None:
         backoff = Backoff(self.initial, self.maximum, jitter=0.1)  # no deadline: boot never gives up
         while True:
             await self.agent.ops.wait_idle()

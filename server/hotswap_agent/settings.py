@@ -51,6 +51,7 @@ class Settings:
     pod_name: str = "localhost"
     boot_backoff_initial_s: float = 1.0
     boot_backoff_max_s: float = 30.0
+    server_watch_interval_s: float = 5.0
     s3_endpoint_url: str | None = None
     hf_endpoint: str = "https://huggingface.co"
     hf_token: str | None = field(default=None, repr=False)
@@ -149,6 +150,12 @@ OPTIONS: tuple[Option, ...] = (
         "--boot-backoff-initial", "first boot retry delay, seconds", positive, to="boot_backoff_initial_s"
     ),
     _option("--boot-backoff-max", "longest boot retry delay, seconds", positive, to="boot_backoff_max_s"),
+    _option(
+        "--server-watch-interval",
+        "seconds between checks that the booted server still serves (a restarted, empty one is booted again)",
+        positive,
+        to="server_watch_interval_s",
+    ),
     _option(
         "--s3-endpoint-url",
         "S3-compatible endpoint",

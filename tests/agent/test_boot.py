@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient
 from hotswap_contract.digest import folder_digest
 
+from devtools.fakes.slots import ServerSlots
 from tests.agent.agent_fakes import ClientFactory, FakeServer, run_op, status_of, wait_for, write_model
 
 
@@ -96,3 +98,43 @@ async def test_the_operator_can_act_while_boot_retries(
         assert op["state"] == "succeeded", op
     await boot_state(client, "skipped")
     assert fake_server.active["version"] == "v2"
+
+
+async def test_a_server_that_restarts_empty_is_booted_again(
+    agent_client: ClientFactory, sources_root: Path, tmp_path: Path, fake_server: FakeServer
+) -> None:
+    """The server container restarts alone (OOM-killed): the agent boots it again from the boot
+    file, without the operator; a server that is unreachable for a while is simply waited for."""
+    src = write_model(sources_root / "v1", "one")
+    boot_file = tmp_path / "boot.json"
+    boot_file.write_text(json.dumps({"version": "v1", "source": {"uri": src.as_uri()}}))
+    client = await agent_client("--boot-file", str(boot_file), "--server-watch-interval", "0.05")
+    await boot_state(client, "done")
+    assert [c[0] for c in fake_server.calls] == ["preload", "activate"]
+
+    fake_server.slots = ServerSlots(swap_mode="auto", pause_ms=3.0)  # a new, empty server process
+
+    async def rebooted() -> dict | None:
+        boot = (await status_of(client))["boot"]
+        return boot if boot.get("reboots") == 1 and boot["state"] == "done" else None
+
+    boot = await wait_for(rebooted, timeout_s=10)
+    assert boot["version"] == "v1"
+    assert fake_server.active is not None and fake_server.active["version"] == "v1"
+    # Staged on disk already: only the server's half of the boot ran again.
+    assert [c[0] for c in fake_server.calls] == ["preload", "activate", "preload", "activate"]
+
+
+async def test_a_serving_server_is_not_booted_again(
+    agent_client: ClientFactory, sources_root: Path, tmp_path: Path, fake_server: FakeServer
+) -> None:
+    src = write_model(sources_root / "v1", "one")
+    boot_file = tmp_path / "boot.json"
+    boot_file.write_text(json.dumps({"version": "v1", "source": {"uri": src.as_uri()}}))
+    client = await agent_client("--boot-file", str(boot_file), "--server-watch-interval", "0.05")
+    await boot_state(client, "done")
+    calls = len(fake_server.calls)
+    for _ in range(10):  # many watch intervals: a server that serves is left alone
+        await asyncio.sleep(0.05)
+        assert "reboots" not in (await status_of(client))["boot"]
+    assert len(fake_server.calls) == calls
