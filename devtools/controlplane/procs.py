@@ -29,7 +29,7 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Self
 
 _PR_SET_PDEATHSIG = 1
 _LIVE: set[Proc] = set()
@@ -149,7 +149,7 @@ class Proc:
         self.popen: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
 
-    def start(self) -> Proc:
+    def start(self) -> Self:
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("start control-plane processes from the main thread (PR_SET_PDEATHSIG)")
         # The watchdog exists before the first child does, so there is no window without it.
