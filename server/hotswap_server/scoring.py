@@ -109,10 +109,15 @@ def token_lengths(loaded: LoadedVersion, query: str, docs: list[str]) -> list[in
 
 
 def query_overhead(loaded: LoadedVersion, query: str) -> int:
-    """Tokens a cross-encoder pair spends before any document token (query and special tokens)."""
+    """Tokens of a cross-encoder pair that are not the document's: the query's and every special
+    token of a pair (``[CLS] q [SEP] d [SEP]``, ``<s> q </s></s> d </s>``). Counted from the query
+    alone plus the pair's special tokens: a call with an empty document would be encoded as a
+    single sequence, one or two special tokens short."""
     if loaded.kind != "cross-encoder":
         return 0  # bi-encoders embed the query alone, truncated like any text
-    return len(loaded.admission_tokenizer(query, "", truncation=False)["input_ids"])
+    tok = loaded.admission_tokenizer
+    query_ids = tok(query, add_special_tokens=False, truncation=False)["input_ids"]
+    return len(query_ids) + int(tok.num_special_tokens_to_add(pair=True))
 
 
 def clip_documents(loaded: LoadedVersion, docs: list[str], max_tokens: int) -> list[str]:
