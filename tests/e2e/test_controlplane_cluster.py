@@ -314,7 +314,9 @@ async def test_apiserver_restart_mid_rollout(b: ControlPlaneBackend) -> None:
     else:
         raise AssertionError("no pod swapped to v1")
     t0 = time.monotonic()
+    down_at = datetime.datetime.now()  # local wall time, as kopf stamps its log lines
     await b.cp.restart_apiserver(downtime=2.0)
+    up_at = datetime.datetime.now()
     print(f"kube-apiserver restarted mid-rollout ({time.monotonic() - t0:.1f}s down)")
     await wait_model(b, settled_on("v1", generation), 240, "the rollout to v1 after the restart")
     await kubectl_ok(b, "wait", "--for=condition=Ready", f"rrm/{MODEL}", "--timeout=30s")
@@ -322,7 +324,23 @@ async def test_apiserver_restart_mid_rollout(b: ControlPlaneBackend) -> None:
     assert served(agent_map) == dict.fromkeys(agent_map, "v1")
     swaps = swaps_to(agent_map, "v1", since)
     assert {pod: len(s) for pod, s in swaps.items()} == dict.fromkeys(agent_map, 1), swaps
-    assert b.forbidden() == []
+    # A starting kube-apiserver answers requests before its RBAC authorizer's informers have synced
+    # (its /readyz waits for them; kopf retries as soon as the port accepts connections), so a 403
+    # while it restarts is the API server's, not the chart's RBAC: allowed only inside that window
+    # (plus a few seconds), and any other 403 still fails the test.
+    refused = b.forbidden()
+    window = (down_at, up_at + datetime.timedelta(seconds=5))
+    restarting = [line for line in refused if window[0] <= (_logged_at(line) or window[1]) < window[1]]
+    print(f"403s while kube-apiserver restarted (retried): {len(restarting)}")
+    assert [line for line in refused if line not in restarting] == []
+
+
+def _logged_at(line: str) -> datetime.datetime | None:
+    """The timestamp kopf puts at the start of a log line: ``[2026-11-30 05:07:48,751]``."""
+    try:
+        return datetime.datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
+    except ValueError:
+        return None
 
 
 async def test_scale_up_during_rollout_then_helm_uninstall(b: ControlPlaneBackend) -> None:
