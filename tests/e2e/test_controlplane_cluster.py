@@ -379,11 +379,13 @@ async def test_scale_up_during_rollout_then_helm_uninstall(b: ControlPlaneBacken
         + ", ".join(f"{op.get('kind')} {op.get('version')} {op.get('state')}" for op in history)
     )
     assert history and history[0].get("version") in ("v1", "v2"), history
+    # Or no boot at all: its server was still starting when the operator found the empty pod and
+    # brought it onto v2 itself (the boot then saw a serving server and stepped aside).
     booted = next((op.get("version") for op in history if op.get("kind") == "boot"), None)
-    assert booted in ("v1", "v2"), history
+    assert booted in ("v1", "v2", None), history
     swaps = {pod: len(s) for pod, s in swaps_to(agent_map, "v2", since).items()}
-    # Each old pod swapped once; the new one once if it booted v1, never if it booted v2.
-    assert swaps == {**dict.fromkeys(before, 1), new: 1 if booted == "v1" else 0}, swaps
+    # Each old pod swapped once; the new one once if it booted v1 or nothing, never if it booted v2.
+    assert swaps == {**dict.fromkeys(before, 1), new: 0 if booted == "v2" else 1}, swaps
     boot = await client.get(f"/api/v1/namespaces/{ns}/configmaps/{MODEL}-boot")
     assert json.loads(next(iter(boot["data"].values())))["version"] == "v2"
 
