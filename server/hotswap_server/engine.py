@@ -8,14 +8,28 @@ Invariants (the heart of the hot swap):
 - In double mode a new slot becomes active while the old one finishes its pinned jobs.
 So each job is scored by exactly one version, and ``Job.version`` names it.
 
-On CPU, as many batches run at once as torch has intra-op threads, on their own model threads,
-sharing those threads out: with as many batches as threads, one each. A batch split across cores
-waits at every operator for its slowest core, so one core taken by the event loop, a client or a
-neighbour stalls the whole forward; independent batches only slow down. The share is re-read at
-every module a forward enters, so a batch left running alone (low load, or the drain before an
-in-place swap) takes every thread back at once. On a GPU, and for a model whose device is
-unknown, one batch at a time, always on the same one device thread (each thread that runs GPU
-forwards would get a cuBLAS workspace of its own).
+On CPU the engine runs *groups*. When no forward runs, it takes what waits (up to one full batch
+per intra-op thread), splits it into as many batches as there are threads, and starts them
+together on their own model threads, one intra-op thread each. One batch split across cores by
+torch waits at every operator for its slowest core, so one core taken by the event loop, a client
+or a neighbour stalls the whole forward; independent batches only slow down (measured on 2 cores,
+MiniLM, 71-token pairs: 32 pairs as two single-thread halves in 621 ms against 726 ms as one
+2-thread forward, 16 pairs 288 against 329 ms). A part is never made smaller than
+``MIN_PART_CHARS``: a forward of two or three pairs on one core is slower than on all of them.
+The share of threads is re-read at every module a forward enters, so a batch left running alone
+(the last of its group, or the drain before an in-place swap) takes every thread back at once.
+
+The next group starts only when the whole group has finished, not whenever one thread frees
+(unless a full batch waits: then it starts at once on the free thread). A thread that started on
+whatever had come back first would run the one or two requests that came back first while the rest
+waited for that forward to end, so latencies would spread (p99/p50 1.8-1.9 against 1.4-1.6 with
+groups, 8 clients with 3-document requests, at the same throughput). For the same reason, when fewer pairs wait than
+the last group took, the engine gives the rest a moment to come back before it starts: at most
+``LINGER_SHARE`` of the last group's duration and never more than ``LINGER_MAX``, so a lone
+request never waits for it.
+
+On a GPU, and for a model whose device is unknown, a group is one batch, always on the same one
+device thread (each thread that runs GPU forwards would get a cuBLAS workspace of its own).
 """
 
 from __future__ import annotations
@@ -48,6 +62,15 @@ POOL_FACTOR = 4  # batches are picked by length from this many batches' worth of
 UNIFORM_WASTE = 0.15
 # ... but a request is split rather than leave a batch less than this full.
 MIN_FILL = 0.875
+# A group is split into one batch per thread only while each part holds at least this many
+# characters of pairs (about four 70-token pairs): below that, one forward on every thread is
+# faster (3 pairs: 78 ms on 2 threads, 95 ms as 2 + 1 on one thread each; 6 pairs: 134 vs 126 ms).
+MIN_PART_CHARS = 1500
+# Before a group starts with fewer pairs than the last one took: wait for the rest at most this
+# share of the last group's duration (a client's round trip is a few milliseconds), and at most
+# LINGER_MAX, so the wait costs no request more than a few percent of its latency.
+LINGER_SHARE = 0.05
+LINGER_MAX = 0.02
 
 
 # Exceptions that are not a forward's failure: they propagate. Anything else a forward raises fails
@@ -171,6 +194,7 @@ class Engine:
         self._wakeup = asyncio.Event()
         self._changed = asyncio.Event()  # set after every batch: drain waiters re-check
         self._task: asyncio.Task[None] | None = None
+        self._last_group = (0, 0.0)  # pairs the last group started with, and how long it ran
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -321,7 +345,9 @@ class Engine:
             return job.slot
         return None if self._paused else self.active
 
-    def _next_batch(self) -> tuple[Slot, list[tuple[Job, int]]] | None:
+    def _next_batch(self, free: int = 1) -> tuple[Slot, list[tuple[Job, int]]] | None:
+        """The next batch, for one of ``free`` idle model threads: when what waits fits in fewer
+        than ``free`` full batches, it is shared out between them (see ``MIN_PART_CHARS``)."""
         slot: Slot | None = None
         pool: list[tuple[Job, int]] = []
         limit = self.max_batch_size * POOL_FACTOR
@@ -340,8 +366,12 @@ class Engine:
                 break
         if slot is None or not pool:
             return None
-        if len(pool) > self.max_batch_size:
-            pool = self._in_order(pool) or self._by_length(pool)
+        size = self.max_batch_size
+        if free > 1 and len(pool) < free * size:
+            parts = max(1, min(free, sum(map(_pair_length, pool)) // MIN_PART_CHARS))
+            size = -(-len(pool) // parts)
+        if len(pool) > size:
+            pool = self._in_order(pool, size) or self._by_length(pool, size)
         for job, i in pool:
             job.pending.remove(i)
             if job.slot is None:
@@ -355,9 +385,8 @@ class Engine:
         self.metrics.queue_depth.set(self._waiting_pairs)
         return slot, pool
 
-    def _in_order(self, pool: list[tuple[Job, int]]) -> list[tuple[Job, int]] | None:
+    def _in_order(self, pool: list[tuple[Job, int]], limit: int) -> list[tuple[Job, int]] | None:
         """The oldest pairs, whole requests where they fit; None when their lengths differ too much."""
-        limit = self.max_batch_size
         batch: list[tuple[Job, int]] = []
         start = 0
         while start < len(pool) and len(batch) < limit:
@@ -378,14 +407,14 @@ class Engine:
             return None
         return batch
 
-    def _by_length(self, pool: list[tuple[Job, int]]) -> list[tuple[Job, int]]:
+    def _by_length(self, pool: list[tuple[Job, int]], size: int) -> list[tuple[Job, int]]:
         """Bucket by length so one long document does not pad the whole batch, while the oldest
         pair (pool[0]) is always in the chosen window: nothing starves."""
         oldest = pool[0]
         pool = sorted(pool, key=_pair_length)
         pos = next(i for i, p in enumerate(pool) if p[0] is oldest[0] and p[1] == oldest[1])
-        start = min(pos, len(pool) - self.max_batch_size)
-        return pool[start : start + self.max_batch_size]
+        start = min(pos, len(pool) - size)
+        return pool[start : start + size]
 
     def _finish(self, job: Job, error: BaseException | None = None) -> None:
         job.finished = True
@@ -406,16 +435,43 @@ class Engine:
     def _concurrency(self) -> int:
         return self.threads if self.active is not None and self.active.on_cpu else 1
 
+    async def _linger(self) -> None:
+        """Fewer pairs wait than the last group took: give the rest a moment to come back."""
+        pairs, seconds = self._last_group
+        deadline = time.perf_counter() + min(LINGER_MAX, LINGER_SHARE * seconds)
+        while 0 < self._waiting_pairs < pairs and not self._paused:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), left)
+            except TimeoutError:
+                return
+
     async def _run(self) -> None:
         running: set[asyncio.Task[None]] = set()
+        group = (0, 0.0)  # pairs the running group started with, and when
         try:
             while True:
+                if not running:
+                    await self._linger()
                 self._wakeup.clear()  # before picking: a job queued from here on wakes us again
-                while len(running) < self._concurrency():
+                if not running:
+                    pairs = 0
+                    while len(running) < self._concurrency():
+                        picked = self._next_batch(self._concurrency() - len(running))
+                        if picked is None:
+                            break
+                        pairs += len(picked[1])
+                        self._start(running, *picked)
+                    group = (pairs, time.perf_counter())
+                elif len(running) < self._concurrency() and self._waiting_pairs >= self.max_batch_size:
+                    # A full batch waits: a thread that frees need not wait for the rest of its group
+                    # (no small batch is started this way, so latencies do not spread).
                     picked = self._next_batch()
-                    if picked is None:
-                        break
-                    running.add(asyncio.create_task(self._forward(*picked)))
+                    if picked is not None:
+                        self._start(running, *picked)
                 if not running:
                     self._changed.set()
                     await self._wakeup.wait()
@@ -429,9 +485,15 @@ class Engine:
                 if wake is not None and not wake.done():
                     wake.cancel()
                 running.difference_update(done)
+                if not running:
+                    self._last_group = (group[0], time.perf_counter() - group[1])
         finally:
             for task in running:
                 task.cancel()
+
+    def _start(self, running: set[asyncio.Task[None]], slot: Slot, batch: list[tuple[Job, int]]) -> None:
+        self._set_running(+1)  # now, not when the task first runs: the next part gets its share
+        running.add(asyncio.create_task(self._forward(slot, batch)))
 
     async def _score_pairs(self, slot: Slot, pairs: list[tuple[Job, int]]) -> tuple[np.ndarray, np.ndarray]:
         forward = partial(
@@ -492,8 +554,8 @@ class Engine:
         return scored
 
     async def _forward(self, slot: Slot, batch: list[tuple[Job, int]]) -> None:
+        """One batch of a group; ``_run`` counted it as running when it started it."""
         self.metrics.batch_size.observe(len(batch))
-        self._set_running(+1)
         try:
             try:
                 started = time.perf_counter()

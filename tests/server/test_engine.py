@@ -166,3 +166,135 @@ async def test_concurrent_cpu_forwards_all_finish_before_an_inplace_copy(monkeyp
         assert all(r.version == "v1" for r in results)
     finally:
         await engine.stop()
+
+
+def _cpu_engine(monkeypatch: pytest.MonkeyPatch, max_batch_size: int) -> Engine:
+    """An engine that sees two intra-op threads (two model threads, groups split in two)."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    return Engine(max_batch_size=max_batch_size, max_queue_pairs=1000, metrics=ServerMetrics())
+
+
+def _cpu_slot(runner: FakeRunner) -> Slot:
+    import torch
+
+    slot = _slot("v1", runner)
+    slot.loaded = SimpleNamespace(version="v1", kind="cross-encoder", module=torch.nn.Linear(1, 1))  # type: ignore[assignment]
+    return slot
+
+
+class Recording(FakeRunner):
+    """Records each batch with the engine's share of threads when it entered; holds batches whose
+    first document starts with a held prefix until released."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(1.0)
+        self.engine = engine
+        self.shares: list[int] = []
+        self.lock = threading.Lock()
+        self.held: dict[str, threading.Event] = {}
+        self.arrived: dict[str, threading.Event] = {}
+
+    def hold_prefix(self, prefix: str) -> None:
+        self.held[prefix] = threading.Event()
+        self.arrived[prefix] = threading.Event()
+
+    def score(self, queries, docs):  # type: ignore[no-untyped-def]
+        with self.lock:
+            self.shares.append(self.engine.share)
+        for prefix, gate in self.held.items():
+            if docs[0].startswith(prefix):
+                self.arrived[prefix].set()
+                gate.wait(10)
+        return super().score(queries, docs)
+
+
+async def test_a_large_request_runs_as_one_single_thread_batch_per_thread(monkeypatch) -> None:
+    engine = _cpu_engine(monkeypatch, max_batch_size=32)
+    engine.start()
+    try:
+        runner = Recording(engine)
+        both_in = threading.Barrier(2, timeout=10)
+        plain_score = runner.score
+
+        entered: list[int] = []
+
+        def score(queries, docs):  # type: ignore[no-untyped-def]
+            if len(docs) > 3:
+                entered.append(engine.share)
+                both_in.wait()  # the two halves run at the same time
+            return plain_score(queries, docs)
+
+        runner.score = score  # type: ignore[method-assign]
+        engine.set_active(_cpu_slot(runner))
+        scored = await engine.score("q", [f"{i:02d} " + "word " * 20 for i in range(32)])
+        assert scored.raw.tolist() == [1.0] * 32
+        assert sorted(len(b) for b in runner.batches) == [16, 16]
+        assert entered == [1, 1]  # one intra-op thread each
+        # A few short pairs are not split: on one core they would be slower than on both.
+        runner.batches.clear()
+        runner.shares.clear()
+        await engine.score("q", ["a", "b", "c"])
+        assert runner.batches == [["a", "b", "c"]]
+        assert runner.shares == [2]
+    finally:
+        await engine.stop()
+
+
+async def test_a_thread_that_frees_waits_for_its_group_unless_a_full_batch_waits(monkeypatch) -> None:
+    engine = _cpu_engine(monkeypatch, max_batch_size=4)
+    engine.start()
+    try:
+        runner = Recording(engine)
+        runner.hold_prefix("held")
+        engine.set_active(_cpu_slot(runner))
+        # Eight long pairs: a group of two batches of four; the first is held on its thread.
+        docs = [("held" if i < 4 else "free") + " " + "word " * 80 for i in range(8)]
+        group = asyncio.create_task(engine.score("q", docs))
+        await asyncio.to_thread(runner.arrived["held"].wait, 10)
+        while len(runner.batches) < 1:  # the other half finishes: one thread is free
+            await asyncio.sleep(0.01)
+        small = asyncio.create_task(engine.score("q", ["small"]))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert engine.waiting_pairs == 1  # not started on the free thread: it waits for the group
+        full = asyncio.create_task(engine.score("q", [f"full{i}" for i in range(4)]))
+        while len(runner.batches) < 2:  # a full batch waits: it starts beside the held one
+            await asyncio.sleep(0.01)
+        assert runner.batches[1] == ["small", "full0", "full1", "full2"]
+        runner.held["held"].set()
+        await asyncio.gather(group, small, full)
+        assert runner.batches[-1] == ["full3"]  # after the group that held it
+    finally:
+        await engine.stop()
+
+
+async def test_a_group_waits_briefly_for_the_rest_of_the_last_one(engine: Engine, monkeypatch) -> None:
+    import hotswap_server.engine as engine_module
+
+    runner = Recording(engine)
+    runner.hold_prefix("seed")
+    engine.set_active(_slot("v1", runner))
+    seed = asyncio.create_task(engine.score("q", ["seed"]))
+    await asyncio.to_thread(runner.arrived["seed"].wait, 10)
+    first = [asyncio.create_task(engine.score("q", [d])) for d in ("a", "b")]
+    await asyncio.sleep(0)
+    runner.held["seed"].set()
+    await asyncio.gather(seed, *first)
+    assert runner.batches[-1] == ["a", "b"]  # the last group: two pairs
+
+    # One pair comes back: the engine waits for the second (bounded; here, made long)...
+    monkeypatch.setattr(engine_module, "LINGER_SHARE", 1e6)
+    monkeypatch.setattr(engine_module, "LINGER_MAX", 30.0)
+    c = asyncio.create_task(engine.score("q", ["c"]))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert engine.waiting_pairs == 1
+    d = asyncio.create_task(engine.score("q", ["d"]))
+    await asyncio.gather(c, d)
+    assert runner.batches[-1] == ["c", "d"]  # ... and both go in one batch
+
+    # With no time to wait, a lone pair starts at once.
+    monkeypatch.setattr(engine_module, "LINGER_MAX", 0.0)
+    await engine.score("q", ["e"])
+    assert runner.batches[-1] == ["e"]
