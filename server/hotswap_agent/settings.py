@@ -71,6 +71,18 @@ def _http_url(value: str) -> str:
     return value.rstrip("/")
 
 
+# The watch asks the server's admin plane for its state at every interval: below this it would be
+# a busy loop against the server it watches.
+MIN_WATCH_INTERVAL_S = 0.05
+
+
+def _watch_interval(value: str) -> float:
+    seconds = positive(value)
+    if seconds < MIN_WATCH_INTERVAL_S:
+        raise ValueError(f"must be at least {MIN_WATCH_INTERVAL_S} seconds, got {value!r}")
+    return seconds
+
+
 def _secret_file(value: str) -> str:
     path = Path(value)
     try:
@@ -153,7 +165,7 @@ OPTIONS: tuple[Option, ...] = (
     _option(
         "--server-watch-interval",
         "seconds between checks that the booted server still serves (a restarted, empty one is booted again)",
-        positive,
+        _watch_interval,
         to="server_watch_interval_s",
     ),
     _option(

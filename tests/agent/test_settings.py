@@ -67,6 +67,13 @@ def test_env_and_flag_precedence(tokens: dict[str, str], tmp_path: Path) -> None
         ({}, ["--cache-lock-timeout", "nan"], "--cache-lock-timeout"),
         ({}, ["--cache-lock-timeout", "inf"], "--cache-lock-timeout"),
         ({"HOTSWAP_AGENT_CACHE_LOCK_TIMEOUT": "-5"}, [], "HOTSWAP_AGENT_CACHE_LOCK_TIMEOUT"),
+        # The boot watch: a zero, negative or tiny interval would poll the server in a busy loop.
+        ({}, ["--server-watch-interval", "0"], "--server-watch-interval"),
+        ({}, ["--server-watch-interval", "-5"], "--server-watch-interval"),
+        ({}, ["--server-watch-interval", "1e-9"], "--server-watch-interval"),
+        ({}, ["--server-watch-interval", "nan"], "--server-watch-interval"),
+        ({}, ["--server-watch-interval", "inf"], "--server-watch-interval"),
+        ({"HOTSWAP_AGENT_SERVER_WATCH_INTERVAL": "soon"}, [], "HOTSWAP_AGENT_SERVER_WATCH_INTERVAL"),
     ],
 )
 def test_errors_name_the_setting(
