@@ -2,7 +2,8 @@
 
 The agents are the truth (docs/agent.md): each reports ``lastActivation`` and the history of its
 operations with start and finish times. From those alone this module proves that a rollout went one
-pod at a time, so the same checks hold on any backend and are unit-tested on plain dicts.
+pod at a time, so the same checks hold on any backend and are unit-tested on plain dicts. One
+read of the operator's log too (``forbidden_outside``): which 403s fall outside a known window.
 """
 
 from __future__ import annotations
@@ -224,3 +225,17 @@ def rolled_back(model: Mapping[str, Any] | None, failed: str, good: str) -> bool
         and condition(model, "Ready").get("status") == "False"
         and condition(model, "Stalled").get("status") == "True"
     )
+
+
+def forbidden_outside(lines: list[str], start: datetime.datetime, end: datetime.datetime) -> list[str]:
+    """The operator's logged 403s not stamped inside [start, end) (local wall time, as kopf stamps
+    them). A line without kopf's timestamp counts as outside: it fails a check rather than pass unread."""
+    return [line for line in lines if not start <= (logged_at(line) or end) < end]
+
+
+def logged_at(line: str) -> datetime.datetime | None:
+    """The timestamp kopf puts at the start of a log line: ``[2026-11-30 05:07:48,751]``."""
+    try:
+        return datetime.datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
+    except ValueError:
+        return None

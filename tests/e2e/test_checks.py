@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from e2e.checks import condition, is_ready_on, rolled_back, rollout_checks, swaps_to
+from e2e.checks import condition, forbidden_outside, is_ready_on, rolled_back, rollout_checks, swaps_to
 
 T0 = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
 
@@ -175,3 +175,17 @@ def test_answered_none_passes_only_when_the_broken_version_served_nothing() -> N
     assert answered_none({"v1": 10, "v2": 20}, "v3").ok
     failed = answered_none({"v1": 10, "v2": 20, "v3": 4}, "v3")
     assert not failed.ok and "v3 answered 4" in failed.detail
+
+
+def test_forbidden_outside_a_window() -> None:
+    """The apiserver-restart test allows 403s logged while kube-apiserver restarts, and only those."""
+    line = (
+        "[2026-11-30 05:07:{}] kopf.objects [hotswap-e2e/rerank] APIForbiddenError: "
+        "('rerankermodels.hotswap.dev \"rerank\" is forbidden', ...) 403 Forbidden"
+    )
+    before, inside, after = line.format("40,001"), line.format("48,751"), line.format("55,000")
+    unstamped = "kopf.objects 403 Forbidden (no timestamp)"
+    start = datetime.datetime(2026, 11, 30, 5, 7, 45)
+    end = datetime.datetime(2026, 11, 30, 5, 7, 53)
+    assert forbidden_outside([before, inside, after, unstamped], start, end) == [before, after, unstamped]
+    assert forbidden_outside([inside], start, end) == []

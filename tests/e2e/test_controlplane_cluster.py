@@ -47,7 +47,7 @@ from e2e.backends.controlplane import (
     helm_upgrade_argv,
     merge_values,
 )
-from e2e.checks import swaps_to
+from e2e.checks import forbidden_outside, swaps_to
 from e2e.scenario import TINY
 from tests.e2e.controlplane_marks import CONTROLPLANE
 
@@ -332,33 +332,6 @@ async def test_apiserver_restart_mid_rollout(b: ControlPlaneBackend) -> None:
     outside = forbidden_outside(refused, down_at, up_at + datetime.timedelta(seconds=5))
     print(f"403s while kube-apiserver restarted (retried): {len(refused) - len(outside)}")
     assert outside == []
-
-
-def forbidden_outside(lines: list[str], start: datetime.datetime, end: datetime.datetime) -> list[str]:
-    """The logged 403s not stamped inside [start, end): a line without kopf's timestamp counts as
-    outside (it fails the test rather than pass unread)."""
-    return [line for line in lines if not start <= (_logged_at(line) or end) < end]
-
-
-def _logged_at(line: str) -> datetime.datetime | None:
-    """The timestamp kopf puts at the start of a log line: ``[2026-11-30 05:07:48,751]``."""
-    try:
-        return datetime.datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
-    except ValueError:
-        return None
-
-
-def test_forbidden_outside_the_restart_window() -> None:
-    line = (
-        "[2026-11-30 05:07:{}] kopf.objects [hotswap-e2e/rerank] APIForbiddenError: "
-        "('rerankermodels.hotswap.dev \"rerank\" is forbidden', ...) 403 Forbidden"
-    )
-    before, inside, after = line.format("40,001"), line.format("48,751"), line.format("55,000")
-    unstamped = "kopf.objects 403 Forbidden (no timestamp)"
-    start = datetime.datetime(2026, 11, 30, 5, 7, 45)
-    end = datetime.datetime(2026, 11, 30, 5, 7, 53)
-    assert forbidden_outside([before, inside, after, unstamped], start, end) == [before, after, unstamped]
-    assert forbidden_outside([inside], start, end) == []
 
 
 async def test_scale_up_during_rollout_then_helm_uninstall(b: ControlPlaneBackend) -> None:
