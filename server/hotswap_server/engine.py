@@ -12,21 +12,21 @@ On CPU the engine runs *groups*. When no forward runs, it takes what waits (up t
 per intra-op thread), splits it into as many batches as there are threads, and starts them
 together on their own model threads, one intra-op thread each. One batch split across cores by
 torch waits at every operator for its slowest core, so one core taken by the event loop, a client
-or a neighbour stalls the whole forward; independent batches only slow down (measured on 2 cores,
-MiniLM, 71-token pairs: 32 pairs as two single-thread halves in 621 ms against 726 ms as one
-2-thread forward, 16 pairs 288 against 329 ms). A part is never made smaller than
-``MIN_PART_CHARS``: a forward of two or three pairs on one core is slower than on all of them.
+or a neighbour stalls the whole forward; independent batches only slow down (``python -m
+bench.split_forward`` on 2 cores, MiniLM, 71-token pairs: 32 pairs as two single-thread halves in
+508-553 ms against 553-656 ms as one 2-thread forward, 24 pairs 387-422 against 483-496 ms). A part
+is never made smaller than ``MIN_PART_CHARS``: a few pairs on one core are slower than on all.
 The share of threads is re-read at every module a forward enters, so a batch left running alone
 (the last of its group, or the drain before an in-place swap) takes every thread back at once.
 
 The next group starts only when the whole group has finished, not whenever one thread frees
 (unless a full batch waits: then it starts at once on the free thread). A thread that started on
 whatever had come back first would run the one or two requests that came back first while the rest
-waited for that forward to end, so latencies would spread (p99/p50 1.8-1.9 against 1.4-1.6 with
-groups, 8 clients with 3-document requests, at the same throughput). For the same reason, when fewer pairs wait than
-the last group took, the engine gives the rest a moment to come back before it starts: at most
-``LINGER_SHARE`` of the last group's duration and never more than ``LINGER_MAX``, so a lone
-request never waits for it.
+waited for that forward to end, so latencies would spread (``make bench``, 8 clients with
+3-document requests: p99 0.91x of Infinity's with groups, 1.02x and 1.60x in two runs before; see
+docs/BENCHMARKS.md). For the same reason, when fewer pairs wait than the last group took, the
+engine gives the rest a moment to come back before it starts: at most ``LINGER_SHARE`` of the
+last group's duration and never more than ``LINGER_MAX``, so a lone request never waits for it.
 
 On a GPU, and for a model whose device is unknown, a group is one batch, always on the same one
 device thread (each thread that runs GPU forwards would get a cuBLAS workspace of its own).
@@ -63,8 +63,9 @@ UNIFORM_WASTE = 0.15
 # ... but a request is split rather than leave a batch less than this full.
 MIN_FILL = 0.875
 # A group is split into one batch per thread only while each part holds at least this many
-# characters of pairs (about four 70-token pairs): below that, one forward on every thread is
-# faster (3 pairs: 78 ms on 2 threads, 95 ms as 2 + 1 on one thread each; 6 pairs: 134 vs 126 ms).
+# characters of pairs (about four 70-token pairs). ``python -m bench.split_forward``, 2 threads,
+# MiniLM: split in two, 3 to 6 pairs were 2-14% slower than one forward on both threads, 8 to 12
+# pairs within 5% either way, 16 pairs and more 2-25% faster.
 MIN_PART_CHARS = 1500
 # Before a group starts with fewer pairs than the last one took: wait for the rest at most this
 # share of the last group's duration (a client's round trip is a few milliseconds), and at most
