@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,11 +57,11 @@ def _throughput_targets(results: dict[str, Any], cpu: bool) -> list[Target]:
         )
     srv, base = _row(server, most, 3), _row(baseline, most, 3)
     if srv and base:
-        ratio = srv["pairs_per_s"] / base["pairs_per_s"] if base["pairs_per_s"] else math.inf
+        ratio, spread = rate_ratio(srv, base)
         out.append(
             Target(
                 f"server vs lock baseline, {most} clients, 3-doc requests",
-                f"{ratio:.2f}x ({srv['pairs_per_s']:.1f} / {base['pairs_per_s']:.1f} pairs/s)",
+                f"{ratio:.2f}x ({srv['pairs_per_s']:.1f} / {base['pairs_per_s']:.1f} pairs/s{spread})",
                 ">= 1.4x",
                 ratio >= 1.4,
                 cpu,
@@ -80,6 +81,21 @@ def peer_label(peer: dict[str, Any]) -> str:
     return f"Infinity {peer.get('version', '')}".strip()
 
 
+def rate_ratio(ours: dict[str, Any], theirs: dict[str, Any]) -> tuple[float, str]:
+    """Our pairs/s over theirs: the median of the per-round ratios, and their range as text.
+
+    Round k of both rows was measured back to back (seconds apart), so the ratio of round k
+    cancels what this machine's speed did that minute, which the ratio of the two medians (each
+    over rounds minutes apart) does not. Rows without matching rounds fall back to the medians.
+    """
+    a, b = ours.get("rounds_pairs_per_s", []), theirs.get("rounds_pairs_per_s", [])
+    if len(a) != len(b) or not a or not all(b):
+        return (ours["pairs_per_s"] / theirs["pairs_per_s"] if theirs["pairs_per_s"] else math.inf), ""
+    ratios = [x / y for x, y in zip(a, b, strict=True)]
+    spread = f"; rounds {min(ratios):.2f}-{max(ratios):.2f}x" if len(ratios) > 1 else ""
+    return statistics.median(ratios), spread
+
+
 def _peer_targets(results: dict[str, Any], cpu: bool) -> list[Target]:
     """Issue 11: at every load, Hotswap's pairs/s at or above Infinity's and its p99 at or below."""
     peer = results.get("infinity")
@@ -96,12 +112,12 @@ def _peer_targets(results: dict[str, Any], cpu: bool) -> list[Target]:
         ours = _row(results["server"], theirs["clients"], theirs["docs"])
         if ours is None:
             continue
-        rate = ours["pairs_per_s"] / theirs["pairs_per_s"] if theirs["pairs_per_s"] else math.inf
+        rate, spread = rate_ratio(ours, theirs)
         tail = ours["p99_ms"] / theirs["p99_ms"] if theirs["p99_ms"] else math.inf
         out.append(
             Target(
                 f"hotswap vs {label}, {theirs['clients']} clients, {theirs['docs']}-doc requests",
-                f"pairs/s {rate:.2f}x ({ours['pairs_per_s']:.1f} / {theirs['pairs_per_s']:.1f}), "
+                f"pairs/s {rate:.2f}x ({ours['pairs_per_s']:.1f} / {theirs['pairs_per_s']:.1f}{spread}), "
                 f"p99 {tail:.2f}x ({ours['p99_ms']:.0f} / {theirs['p99_ms']:.0f} ms)",
                 "pairs/s >= 1.00x, p99 <= 1.00x",
                 rate >= 1.0 and tail <= 1.0 and ours["failures"] == 0,

@@ -187,12 +187,15 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hotswap-bench-")))
         meta.update(model=models.description, dtype=models.dtype, quick=args.quick)
         progress(f"model {models.description} on {device}; starting hotswap-server and the lock baseline ...")
-        # Every server stays up (idle when not measured) so that rounds can interleave them.
+        # Every server stays up (idle when not measured) so that rounds can interleave them. The
+        # order is the order of measurement (reversed every other round): Hotswap sits between the
+        # baseline and Infinity, so that it is measured back to back with each server it is judged
+        # against, and a per-round ratio compares two measurements seconds apart.
         servers: dict[str, Server] = {
+            "baseline": stack.enter_context(baseline_server(models, work, device, wait=False)),
             "hotswap": stack.enter_context(
                 hotswap_server(models, work, device, "inplace", args.max_batch_size, wait=False)
             ),
-            "baseline": stack.enter_context(baseline_server(models, work, device, wait=False)),
         }
         started = None
         if isinstance(peer_env, infinity.Env):

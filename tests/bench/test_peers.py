@@ -4,13 +4,14 @@ command and environment, the clients' bodies, and what the report says when it i
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench.peers import infinity
-from bench.report import markdown, targets
+from bench.report import markdown, rate_ratio, targets
 from bench.workload import make_workload
 from tests.bench.test_bench import _cuda_results
 
@@ -117,3 +118,17 @@ def test_report_puts_infinity_rows_next_to_ours_with_a_target_per_load() -> None
     section = markdown(results)
     assert "| Infinity 0.0.78 | 3 | 32 | 90.0 |" in section
     assert "in the same order as Hotswap's scorer" in section and "transformers 4.57.6" in section
+
+
+def test_rate_ratio_is_the_median_of_per_round_ratios_so_a_drifting_machine_cancels() -> None:
+    # Round 3 ran on a slow minute for us and a fast one for them; the medians (36 against 37)
+    # would call us behind, while two rounds of three measured back to back put us 5-6% ahead.
+    ours = {"pairs_per_s": 36.0, "rounds_pairs_per_s": [40.0, 36.0, 32.0]}
+    theirs = {"pairs_per_s": 37.0, "rounds_pairs_per_s": [38.0, 34.0, 37.0]}
+    ratio, spread = rate_ratio(ours, theirs)
+    assert ratio == pytest.approx(40.0 / 38.0)
+    assert spread == "; rounds 0.86-1.06x"
+    # Without rounds that pair up (other counts, or one round): the ratio of the medians.
+    assert rate_ratio({**ours, "rounds_pairs_per_s": [36.0]}, theirs) == (pytest.approx(36.0 / 37.0), "")
+    assert rate_ratio(ours, {**theirs, "rounds_pairs_per_s": [37.0, 0.0, 37.0]})[1] == ""
+    assert rate_ratio({"pairs_per_s": 1.0}, {"pairs_per_s": 0.0})[0] == math.inf
