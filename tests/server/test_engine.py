@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from hotswap_server.engine import Engine, Slot
 from hotswap_server.errors import NotReady
 from hotswap_server.metrics import ServerMetrics
@@ -298,3 +299,74 @@ async def test_a_group_waits_briefly_for_the_rest_of_the_last_one(engine: Engine
     monkeypatch.setattr(engine_module, "LINGER_MAX", 0.0)
     await engine.score("q", ["e"])
     assert runner.batches[-1] == ["e"]
+
+
+class _Block(torch.nn.Module):
+    """Records the intra-op threads it ran with; the first one starts a second forward beside it."""
+
+    def __init__(self, engine: Engine, seen: list[int], current: list[int]) -> None:
+        super().__init__()
+        self.engine, self.seen, self.current = engine, seen, current
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(self.current[0])
+        if len(self.seen) == 1:
+            self.engine._set_running(+1)  # another forward starts: this one's share halves
+        return x
+
+
+class _Stack(torch.nn.Module):
+    def __init__(self, engine: Engine, seen: list[int], current: list[int]) -> None:
+        super().__init__()
+        self.embed = torch.nn.Identity()
+        self.layers = torch.nn.ModuleList([_Block(engine, seen, current) for _ in range(3)])
+        self.head = torch.nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        for block in self.layers:
+            x = block(x)
+        return self.head(x)
+
+
+def test_a_cpu_forward_follows_its_share_at_each_block_and_hooks_nothing_else(monkeypatch) -> None:
+    current = [2]  # the calling thread's intra-op threads (torch's setting, faked: no real pool)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: current[0])
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: current.__setitem__(0, n))
+    engine = Engine(max_batch_size=8, max_queue_pairs=64, metrics=ServerMetrics())
+    try:
+        assert engine.threads == 2
+        seen: list[int] = []
+        model = _Stack(engine, seen, current)
+        engine._set_running(+1)  # this forward, alone: both threads
+        engine._cpu_forward(model, lambda: model(torch.zeros(1)))
+        assert seen == [2, 1, 1]  # the next block after the second forward started runs on one
+        # Only the blocks carry the hook, once per model; no process-wide hook, nothing on the rest.
+        assert not torch.nn.modules.module._global_forward_pre_hooks
+        assert [len(b._forward_pre_hooks) for b in model.layers] == [1, 1, 1]
+        assert not model._forward_pre_hooks and not model.embed._forward_pre_hooks
+        engine._set_running(-2)  # both ended
+        # The next forward on a thread left at one takes both back from its start; not hooked twice.
+        seen.clear()
+        current[0] = 1
+        engine._set_running(+1)
+        engine._cpu_forward(model, lambda: model(torch.zeros(1)))
+        assert seen == [2, 1, 1] and [len(b._forward_pre_hooks) for b in model.layers] == [1, 1, 1]
+        # Outside an engine forward (a validation on another thread) the hooks leave threads alone.
+        assert engine.share == 1
+        current[0] = 2
+        model(torch.zeros(1))
+        assert current[0] == 2
+    finally:
+        engine.model_thread.shutdown()
+        engine.device_thread.shutdown()
+
+
+def test_share_points_are_the_layers_of_a_real_model(testmodels_dir) -> None:
+    from hotswap_server.engine import share_points
+    from hotswap_server.modelload import load_version
+
+    loaded = load_version("v1", testmodels_dir / "minilm-ce-v1", torch.float32)
+    points = share_points(loaded.module)
+    layers = loaded.module.config.num_hidden_layers
+    assert len(points) == layers and all(type(p).__name__.endswith("Layer") for p in points)
