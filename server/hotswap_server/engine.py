@@ -9,8 +9,11 @@ Invariants (the heart of the hot swap):
 So each job is scored by exactly one version, and ``Job.version`` names it.
 
 On CPU the engine runs *groups*. When no forward runs, it takes what waits (up to one full batch
-per intra-op thread), splits it into as many batches as there are threads, and starts them
-together on their own model threads, one intra-op thread each. One batch split across cores by
+in all: ``max_batch_size`` bounds the pairs in flight, as it does on a GPU), splits it into as many
+batches as there are threads, and starts them together on their own model threads, one intra-op
+thread each. So a thread's batch holds at most ``max_batch_size / threads`` pairs: on one core a
+pair costs as much in a batch of 16 as in one of 32 (``python -m bench.part_size``), and a batch
+half as long halves what a request that just misses one waits for the next. One batch split across cores by
 torch waits at every operator for its slowest core, so one core taken by the event loop, a client
 or a neighbour stalls the whole forward; independent batches only slow down (``python -m
 bench.split_forward`` on 2 cores, MiniLM, 71-token pairs: 32 pairs as two single-thread halves in
@@ -21,7 +24,7 @@ alone (the last of its group, or the drain before an in-place swap) takes every 
 a layer.
 
 The next group starts only when the whole group has finished, not whenever one thread frees
-(unless a full batch waits: then it starts at once on the free thread). A thread that started on
+(unless a thread's full batch waits: then it starts at once on the free thread). A thread that started on
 whatever had come back first would run the one or two requests that came back first while the rest
 waited for that forward to end, so latencies would spread (``make bench``, 8 clients with
 3-document requests: p99 0.91x of Infinity's with groups, 1.02x and 1.60x in two runs before; see
@@ -389,7 +392,7 @@ class Engine:
                 break
         if slot is None or not pool:
             return None
-        size = self.max_batch_size
+        size = self._part_size(slot)
         if free > 1 and len(pool) < free * size:
             parts = max(1, min(free, sum(map(_pair_length, pool)) // MIN_PART_CHARS))
             size = -(-len(pool) // parts)
@@ -455,6 +458,12 @@ class Engine:
             else:
                 job.future.set_exception(error)
 
+    def _part_size(self, slot: Slot | None) -> int:
+        """The most pairs one batch takes: on CPU, a thread's share of a full batch."""
+        if slot is not None and slot.on_cpu and self.threads > 1:
+            return max(1, self.max_batch_size // self.threads)
+        return self.max_batch_size
+
     def _concurrency(self) -> int:
         return self.threads if self.active is not None and self.active.on_cpu else 1
 
@@ -489,9 +498,11 @@ class Engine:
                         pairs += len(picked[1])
                         self._start(running, *picked)
                     group = (pairs, time.perf_counter())
-                elif len(running) < self._concurrency() and self._waiting_pairs >= self.max_batch_size:
-                    # A full batch waits: a thread that frees need not wait for the rest of its group
-                    # (no small batch is started this way, so latencies do not spread).
+                elif len(running) < self._concurrency() and self._waiting_pairs >= self._part_size(
+                    self.active
+                ):
+                    # A thread's full batch waits: a thread that frees need not wait for the rest of
+                    # its group (no small batch is started this way, so latencies do not spread).
                     picked = self._next_batch()
                     if picked is not None:
                         self._start(running, *picked)

@@ -242,8 +242,27 @@ async def test_a_large_request_runs_as_one_single_thread_batch_per_thread(monkey
         await engine.stop()
 
 
+async def test_on_cpu_a_group_holds_one_full_batch_shared_between_the_threads(monkeypatch) -> None:
+    # max_batch_size bounds the pairs in flight on CPU too: with 2 threads each batch holds at most
+    # half of it (a pair costs as much on one core in a batch of 16 as in one of 32, and a shorter
+    # batch is a shorter wait for a request that just missed it).
+    engine = _cpu_engine(monkeypatch, max_batch_size=8)
+    engine.start()
+    try:
+        runner = Recording(engine)
+        engine.set_active(_cpu_slot(runner))
+        long = "word " * 80
+        requests = [engine.score("q", [f"{r}{i} {long}" for i in range(8)]) for r in "abc"]
+        await asyncio.gather(*requests)
+        assert [len(b) for b in runner.batches] == [4] * 6
+        assert runner.shares[:2] == [1, 1]  # the first group's two batches ran together, one thread each
+        assert {b[0][0] for b in runner.batches[:2]} == {"a"}  # a request's halves run side by side
+    finally:
+        await engine.stop()
+
+
 async def test_a_thread_that_frees_waits_for_its_group_unless_a_full_batch_waits(monkeypatch) -> None:
-    engine = _cpu_engine(monkeypatch, max_batch_size=4)
+    engine = _cpu_engine(monkeypatch, max_batch_size=8)  # a thread's batch: 4 pairs
     engine.start()
     try:
         runner = Recording(engine)
