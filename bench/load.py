@@ -5,6 +5,9 @@ begin, then one line with every request's record. Times are ``time.monotonic()``
 is one clock for every process, so the parent can line requests up with what it did meanwhile
 (a swap). The clients never share a GIL with the server they measure.
 
+One spec can also name several targets for its single client to alternate between (see
+``LoadSpec.targets``); :func:`per_target` splits such a load into one result per server.
+
 The statistics over those records (throughput, percentiles) live here too; they are plain Python.
 """
 
@@ -17,10 +20,18 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, NamedTuple
 
 from hotswap_contract.wire import VERSION_HEADER
+
+
+class Endpoint(NamedTuple):
+    """One server a load talks to: its base URL and the shape of the bodies it takes."""
+
+    url: str
+    api: str = "tei"
+    model: str = ""
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,26 @@ class LoadSpec:
     # of 32 documents queue for many seconds) the first wave starts together, which no steady
     # state does, and a warm-up in seconds alone would measure only that wave.
     warm_wave: bool = False
+    # Several servers for ONE client to alternate between (url, api and model then unused): request
+    # k goes to target k mod n, and every target gets body j before any gets body j+1. At one client
+    # the servers differ by a few percent while this machine's speed drifts 10-20% from one minute
+    # to the next; measured one after the other, that drift swamps the difference, alternated
+    # request by request it hits every server alike. Each server still has one request at a time.
+    targets: tuple[Endpoint, ...] = ()
+
+    def __post_init__(self) -> None:
+        # JSON brings the targets back as lists (LoadSpec(**json.loads(...))): make them Endpoints.
+        object.__setattr__(self, "targets", tuple(Endpoint(*t) for t in self.targets))
+        if self.targets and self.clients != 1:
+            raise ValueError(
+                f"a load that alternates between targets has one client (got clients={self.clients}): "
+                "with more, a server would see several requests at once, each from another client"
+            )
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """The servers this load talks to, in the order requests cycle through them."""
+        return self.targets or (Endpoint(self.url, self.api, self.model),)
 
 
 @dataclass(frozen=True)
@@ -51,6 +82,7 @@ class Record:
     docs: int
     version: str
     client: int = -1  # which closed-loop client sent it (-1: unknown)
+    target: int = 0  # which of the spec's endpoints it went to
 
     @property
     def latency(self) -> float:
@@ -65,6 +97,10 @@ class LoadResult:
     records: list[Record]
     errors: dict[str, int] = field(default_factory=dict)
     warm_at: float | None = None  # when the warm-up ended, if the generator said (warm_wave)
+    target_errors: list[dict[str, int]] = field(default_factory=list)  # errors per endpoint
+    # One server's share of an alternating load (per_target): its rate is pairs per second of its
+    # own in-flight time, as the wall-clock window also holds the other servers' requests.
+    in_flight: bool = False
 
     @property
     def measure_from(self) -> float:
@@ -103,44 +139,48 @@ async def _generate(spec: LoadSpec) -> dict[str, Any]:
 
     from .workload import make_workload
 
-    bodies = make_workload().bodies(spec.docs, truncate=spec.truncate, api=spec.api, model=spec.model)
+    targets = spec.endpoints
+    workload = make_workload()
+    bodies = [workload.bodies(spec.docs, truncate=spec.truncate, api=t.api, model=t.model) for t in targets]
     records: list[list[Any]] = []
-    errors: dict[str, int] = {}
+    errors: list[dict[str, int]] = [{} for _ in targets]
     started = time.monotonic()
-    measured = 0
-    answered: set[int] = set()  # clients that have had an answer (for warm_wave)
+    measured = [0] * len(targets)  # per target: min_measured holds for each
+    answered: set[tuple[int, int]] = set()  # (client, target) pairs that have had an answer (warm_wave)
     warm_at: float | None = None if spec.warm_wave else started + spec.warmup_s
 
     def done() -> bool:
         now = time.monotonic() - started
         if now >= spec.max_s or len(records) >= spec.max_requests:
             return True
-        return now >= spec.min_s and measured >= spec.min_measured
+        return now >= spec.min_s and min(measured) >= spec.min_measured
 
     async def client(session: aiohttp.ClientSession, index: int) -> None:
-        nonlocal measured, warm_at
-        i = index
+        nonlocal warm_at
+        k = 0  # this client's requests so far
         headers = {"Content-Type": "application/json"}
         while not done():
-            body = bodies[i % len(bodies)]
-            i += spec.clients
+            # The cycle, not the request, picks the body: every target scores the same texts.
+            t, cycle = k % len(targets), k // len(targets)
+            body = bodies[t][(index + cycle * spec.clients) % len(bodies[t])]
+            k += 1
             t0 = time.monotonic()
             status, version = 0, ""
             try:
-                async with session.post(spec.url + "/rerank", data=body, headers=headers) as r:
+                async with session.post(targets[t].url + "/rerank", data=body, headers=headers) as r:
                     await r.read()
                     status, version = r.status, r.headers.get(VERSION_HEADER, "")
             except (aiohttp.ClientError, TimeoutError) as e:
                 key = type(e).__name__
-                errors[key] = errors.get(key, 0) + 1
+                errors[t][key] = errors[t].get(key, 0) + 1
             t1 = time.monotonic()
-            records.append([t0, t1, status, spec.docs, version, index])
+            records.append([t0, t1, status, spec.docs, version, index, t])
             if warm_at is None:
-                answered.add(index)
-                if len(answered) == spec.clients:
+                answered.add((index, t))
+                if len(answered) == spec.clients * len(targets):
                     warm_at = max(t1, started + spec.warmup_s)
             elif status == 200 and t1 >= warm_at:
-                measured += 1
+                measured[t] += 1
             if status == 0:
                 await asyncio.sleep(0.05)  # a refused connection must not spin
 
@@ -153,9 +193,18 @@ async def _generate(spec: LoadSpec) -> dict[str, Any]:
         "started": started,
         "finished": time.monotonic(),
         "records": records,
-        "errors": errors,
+        "errors": _merged(errors),
+        "target_errors": errors,
         "warm_at": warm_at,
     }
+
+
+def _merged(counts: list[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for c in counts:
+        for k, v in c.items():
+            out[k] = out.get(k, 0) + v
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,7 +243,13 @@ class LoadProcess:
         data = json.loads(out)
         records = [Record(*r) for r in data["records"]]
         return LoadResult(
-            self.spec, data["started"], data["finished"], records, data["errors"], data.get("warm_at")
+            self.spec,
+            data["started"],
+            data["finished"],
+            records,
+            data["errors"],
+            data.get("warm_at"),
+            data.get("target_errors", []),
         )
 
     def kill(self) -> None:
@@ -209,6 +264,20 @@ def run_load(spec: LoadSpec) -> LoadResult:
         return proc.result()
     finally:
         proc.kill()
+
+
+def per_target(result: LoadResult) -> list[LoadResult]:
+    """An alternating load as one result per target, in the spec's order: each a one-client load
+    of that server alone (its records, errors and spec), judged on its in-flight time."""
+    out = []
+    for t, endpoint in enumerate(result.spec.endpoints):
+        spec = replace(result.spec, url=endpoint.url, api=endpoint.api, model=endpoint.model, targets=())
+        records = [r for r in result.records if r.target == t]
+        errors = result.target_errors[t] if t < len(result.target_errors) else {}
+        out.append(
+            LoadResult(spec, result.started, result.finished, records, errors, result.warm_at, in_flight=True)
+        )
+    return out
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -247,8 +316,19 @@ def window_rates(records: list[Record], lo: float, hi: float, chunks: int = 3) -
     return rates
 
 
+def in_flight_rate(records: list[Record]) -> float:
+    """Pairs scored per second that the server had a request in flight: the successful requests'
+    documents over their summed latencies (for one request at a time, interleaved with others)."""
+    ok = [r for r in records if r.status == 200]
+    busy = sum(r.latency for r in ok)
+    return sum(r.docs for r in ok) / busy if busy > 0 else 0.0
+
+
 def throughput(result: LoadResult, chunks: int = 3) -> float:
-    """The median of :func:`window_rates` over the result's measured window: pairs scored per second."""
+    """Pairs scored per second: the median of :func:`window_rates` over the result's measured
+    window, or for one server's share of an alternating load its :func:`in_flight_rate` there."""
+    if result.in_flight:
+        return in_flight_rate(result.ok())
     lo, hi = result.window()
     rates = window_rates(result.records, lo, hi, chunks)
     return statistics.median(rates) if rates else 0.0

@@ -434,6 +434,14 @@ def markdown(results: dict[str, Any]) -> str:
     rows += _throughput_rows("lock baseline", results["baseline"], c["pairs_per_s"])
     rows += peer_rows(results.get("infinity"), c["pairs_per_s"], len(head))
     parts.append(_table(head, rows))
+    if any(r["clients"] == 1 for r in results["server"]):
+        parts += [
+            "",
+            "One-client loads alternate each request between the servers in one load (request k to "
+            "server k mod n, every server one request at a time), so this machine's drift hits them "
+            "alike; their pairs/s is pairs per second of in-flight time (a server's documents over "
+            "its requests' summed latencies).",
+        ]
     parts += _peer_note(results.get("infinity"))
     if results.get("swap"):
         parts += _swap_section(results["swap"])

@@ -5,6 +5,9 @@ Every measurement uses the same model (:mod:`bench.models`) and the same seeded 
 other are taken interleaved: each *round* measures the ceiling, then every (request size,
 clients) load against this server and against the baseline, one after the other; a figure is
 the median over rounds, and a background load that comes and goes hits all of them alike.
+At one client the servers are measured in one load that alternates each request between them
+(:func:`alternating_spec`): there they differ by a few percent, less than this machine's speed
+drifts between two measurements taken one after the other.
 A measurement during which other processes used more than ``QUIET_CORES`` of CPU is taken
 again (at most ``retries`` times) and the least disturbed attempt is kept; the CPU the others
 used is reported with every figure (:mod:`bench.machine`).
@@ -18,11 +21,21 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, TypeVar
 
-from .load import LoadProcess, LoadResult, LoadSpec, percentile, run_load, statuses, throughput
+from .load import (
+    Endpoint,
+    LoadProcess,
+    LoadResult,
+    LoadSpec,
+    per_target,
+    percentile,
+    run_load,
+    statuses,
+    throughput,
+)
 from .machine import CpuMeter
 from .models import ModelSet
 from .processes import Server
@@ -199,6 +212,26 @@ def load_spec(
     )
 
 
+def alternating_spec(servers: list[Server], docs: int, durations: Durations, truncate: bool) -> LoadSpec:
+    """One client alternating its requests between ``servers`` (in this order), one at a time.
+
+    At one client nothing is batched across requests and every server runs the same forward per
+    request, so they differ by a few percent while this machine drifts 10-20% from one minute to
+    the next: measured one after the other, the per-round ratios spanned 0.94-1.24x. Alternated
+    request by request, the drift hits every server alike. The load lasts as long as the separate
+    loads together did, so each server gets as many requests (and as much time) as it had alone.
+    """
+    first = servers[0]
+    spec = load_spec(first.url, 1, docs, durations, truncate, first.api, first.model)
+    n = len(servers)
+    return replace(
+        spec,
+        min_s=durations.warmup_s + n * durations.measure_s,
+        max_s=n * spec.max_s,
+        targets=tuple(Endpoint(s.url, s.api, s.model) for s in servers),
+    )
+
+
 def summarize_runs(runs: list[tuple[LoadResult, dict[str, float]]]) -> dict[str, Any]:
     """One row from the rounds of one (server, clients, docs): median throughput, pooled latencies."""
     spec = runs[0][0].spec
@@ -249,6 +282,18 @@ def throughput_rounds(
         order = names if round_no % 2 == 0 else names[::-1]  # neither server always goes first
         for docs in sizes:
             for n in clients:
+                if n == 1 and len(order) > 1:
+                    spec = alternating_spec(
+                        [servers[name] for name in order], docs, durations, models.truncate
+                    )
+                    alternated, cpu = least_disturbed(partial(run_load, spec), durations.retries)
+                    for name, result in zip(order, per_target(alternated), strict=True):
+                        runs.setdefault((name, docs, n), []).append((result, cpu))
+                        progress(
+                            f"  {name:9} docs={docs:<3} clients={n:<3} {throughput(result):8.1f} pairs/s "
+                            f"(in flight, alternating) {_disturbed(cpu)}"
+                        )
+                    continue
                 for name in order:
                     server = servers[name]
                     spec = load_spec(

@@ -129,6 +129,8 @@ def test_quick_run_end_to_end_writes_its_section_and_keeps_the_others(
         assert len(rows) == 2
         _check_load_row(rows[0], 1, 3)
         _check_load_row(rows[1], 4, 3)
+    # At one client both servers were measured in one load, alternately: as many requests each.
+    assert abs(results["server"][0]["requests"] - results["baseline"][0]["requests"]) <= 1
     for mode in ("inplace", "double"):
         swap = results["swap"][mode]
         assert swap["reported_mode"] == mode and swap["failures"] == 0
@@ -149,6 +151,7 @@ def test_quick_run_end_to_end_writes_its_section_and_keeps_the_others(
     assert cuda in text  # the other device's section is untouched
     assert text.count("<!-- bench:cpu -->") == 1 and "### Swaps under load" in text
     assert "| Infinity 0.0.78: not measured — skipped (--no-infinity) |" in text
+    assert "One-client loads alternate each request between the servers" in text
     run.main([*argv[:-2]])  # a second run replaces the section instead of adding one
     assert out.read_text().count("<!-- bench:cpu -->") == 1
 
