@@ -56,7 +56,7 @@ import torch
 from .errors import BackendError, NotReady, Overloaded, TokenizerError
 from .metrics import ServerMetrics
 from .modelload import LoadedVersion
-from .scoring import Runner, runner_for
+from .scoring import AdmittedTokens, Features, Runner, runner_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -169,6 +169,7 @@ class Job:
     version: str = ""
     kind: str = ""
     finished: bool = False
+    admitted: AdmittedTokens | None = None  # the pairs' ids from the admission check, if any
     queued_at: float = field(default_factory=time.perf_counter)
     # Wall-clock nanoseconds for trace spans: arrival, first pair in a batch, last pair scored.
     queued_ns: int = field(default_factory=time.time_ns)
@@ -179,6 +180,18 @@ class Job:
 def _pair_length(pair: tuple[Job, int]) -> int:
     job, i = pair
     return len(job.query) + len(job.docs[i])
+
+
+def _admitted_features(slot: Slot, pairs: list[tuple[Job, int]]) -> Features | None:
+    """The batch's ids from the admission check, if every pair has them from the version this
+    slot runs now (a job admitted before a swap is tokenized again by the version that scores it)."""
+    rows: list[tuple[Features, int]] = []
+    for job, i in pairs:
+        admitted = job.admitted
+        if admitted is None or admitted.features is None or admitted.loaded is not slot.loaded:
+            return None
+        rows.append((admitted.features, i))
+    return {name: [features[name][i] for features, i in rows] for name in rows[0][0]}
 
 
 @dataclass(frozen=True)
@@ -257,7 +270,7 @@ class Engine:
         return self._waiting_pairs
 
     # --- requests --------------------------------------------------------------------------
-    async def score(self, query: str, docs: list[str]) -> Scored:
+    async def score(self, query: str, docs: list[str], admitted: AdmittedTokens | None = None) -> Scored:
         if self._closing:
             raise NotReady("server is shutting down")
         if self.active is None:
@@ -275,6 +288,7 @@ class Engine:
             scores=np.empty(len(docs), dtype=np.float32),
             tokens=np.zeros(len(docs), dtype=np.int64),
             remaining=len(docs),
+            admitted=admitted,
         )
         self._jobs.append(job)
         self._waiting_pairs += len(docs)
@@ -529,9 +543,12 @@ class Engine:
         running.add(asyncio.create_task(self._forward(slot, batch)))
 
     async def _score_pairs(self, slot: Slot, pairs: list[tuple[Job, int]]) -> tuple[np.ndarray, np.ndarray]:
-        forward = partial(
-            slot.runner.score, [job.query for job, _ in pairs], [job.docs[i] for job, i in pairs]
-        )
+        queries, docs = [job.query for job, _ in pairs], [job.docs[i] for job, i in pairs]
+        features = _admitted_features(slot, pairs)
+        if features is None:
+            forward = partial(slot.runner.score, queries, docs)
+        else:
+            forward = partial(slot.runner.score, queries, docs, features)
         if slot.on_cpu:
             module = getattr(slot.loaded, "module", None)
             forward = partial(

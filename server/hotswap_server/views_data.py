@@ -17,7 +17,7 @@ from . import __version__
 from .engine import Scored
 from .errors import NotReady, PayloadTooLarge, ValidationError, parse_json, read_body
 from .openapi import openapi_document
-from .scoring import clip_documents, query_overhead, to_relevance, token_lengths
+from .scoring import AdmittedTokens, admission_tokens, clip_documents, query_overhead, to_relevance
 from .state import STATE, ServerState
 from .wire import CohereRerankRequest, TeiRerankRequest, f32, pydantic_message, ranked
 
@@ -71,18 +71,20 @@ async def _admit_and_score(
         raise PayloadTooLarge(
             f"query is {overhead} tokens with the special tokens; the model's limit per pair is {active.max_length}"
         )
+    admitted: AdmittedTokens | None = None
     with TRACER.start_as_current_span("tokenize"):
         if max_tokens_per_doc is not None:
             docs = clip_documents(active, docs, max_tokens_per_doc)
         if not truncate:
-            lengths = token_lengths(active, query, docs)
+            admitted = admission_tokens(active, query, docs)
+            lengths = admitted.lengths
             worst = max(range(len(lengths)), key=lengths.__getitem__)
             if lengths[worst] > active.max_length:
                 raise PayloadTooLarge(
                     f"input of document {worst} is {lengths[worst]} tokens, the model's limit is "
                     f"{active.max_length}; set truncate to true to truncate documents"
                 )
-    return await state.engine.score(query, docs)
+    return await state.engine.score(query, docs, admitted)
 
 
 def _scored_response(body: Any, scored: Scored) -> web.Response:

@@ -214,3 +214,17 @@ async def test_query_longer_than_the_model_limit_is_413_not_500(make_clients, ro
     r = await data.post(route, json={"query": long_query, key: ["a"], "truncate": True})
     assert r.status == 413
     assert "query" in (await r.json())["error"]
+
+
+@pytest.mark.parametrize("model", ["tiny-xlmr-v1", "tiny-bert-v1"])
+async def test_a_request_is_tokenized_once_and_scored_as_if_twice(make_clients, model: str) -> None:
+    """Truncation off: the engine pads the admission check's ids (the first batch is compared with
+    the tokenizer's own); truncation on: the engine tokenizes. The scores are the same bits."""
+    data, _, state = await make_clients(model)
+    runner = state.engine.active.runner
+    assert runner.collate_matches is None
+    body = {"query": "what is AI", "texts": AI_DOCS, "raw_scores": True}
+    once = await (await data.post("/rerank", json=body)).json()
+    assert runner.collate_matches is True
+    twice = await (await data.post("/rerank", json={**body, "truncate": True})).json()
+    assert once == twice

@@ -12,6 +12,7 @@ import torch
 from hotswap_server.engine import Engine, Slot
 from hotswap_server.errors import NotReady
 from hotswap_server.metrics import ServerMetrics
+from hotswap_server.scoring import AdmittedTokens
 
 
 class FakeRunner:
@@ -103,6 +104,62 @@ async def test_batches_bucket_by_length_without_starving_the_oldest(engine: Engi
     short = [b for b in r.batches if "seed" not in b]
     assert short[0] == ["x" * 200, "x" * 300, "x" * 400, "x" * 500]  # the window holding the oldest pair
     assert short[1] == ["x", "xx", "xxx", "xxxx"]
+
+
+class FeatureRunner(FakeRunner):
+    """Records the admission ids each batch was given (None: the runner tokenizes itself)."""
+
+    def __init__(self) -> None:
+        super().__init__(1.0)
+        self.features: list[object] = []
+
+    def score(self, queries, docs, features=None):  # type: ignore[no-untyped-def]
+        self.features.append(features)
+        return super().score(queries, docs)
+
+
+def _admitted(loaded: object, *rows: list[int]) -> AdmittedTokens:
+    return AdmittedTokens(loaded, [len(r) for r in rows], {"input_ids": list(rows)})  # type: ignore[arg-type]
+
+
+async def test_admission_ids_reach_the_runner_only_from_the_version_that_scores(engine: Engine) -> None:
+    r = FeatureRunner()
+    slot = _slot("v1", r)
+    engine.set_active(slot)
+    await engine.score("q", ["a", "b"], _admitted(slot.loaded, [1, 2], [3, 4, 5]))
+    assert r.features == [{"input_ids": [[1, 2], [3, 4, 5]]}]
+    # Admitted by a version that is no longer the one scoring (a swap came between): tokenized again.
+    await engine.score("q", ["a"], _admitted(SimpleNamespace(version="v0"), [9]))
+    await engine.score("q", ["a"])  # truncation on: nothing admitted
+    assert r.features[1:] == [None, None]
+    # One batch of two requests: their ids in the batch's order; one request without: none at all.
+    r.hold.clear()
+    r.entered.clear()
+    seed = asyncio.create_task(engine.score("q", ["seed"]))
+    await asyncio.to_thread(r.entered.wait, 10)
+    both = [
+        asyncio.create_task(engine.score("q", ["c"], _admitted(slot.loaded, [6]))),
+        asyncio.create_task(engine.score("q", ["d", "e"], _admitted(slot.loaded, [7], [8, 8]))),
+    ]
+    await asyncio.sleep(0)
+    assert engine.waiting_pairs == 3
+    r.hold.set()
+    await asyncio.gather(seed, *both)
+    assert r.batches[-1] == ["c", "d", "e"]
+    assert r.features[-1] == {"input_ids": [[6], [7], [8, 8]]}
+    r.hold.clear()
+    r.entered.clear()
+    seed = asyncio.create_task(engine.score("q", ["seed"]))
+    await asyncio.to_thread(r.entered.wait, 10)
+    mixed = [
+        asyncio.create_task(engine.score("q", ["f"], _admitted(slot.loaded, [6]))),
+        asyncio.create_task(engine.score("q", ["g"])),
+    ]
+    await asyncio.sleep(0)
+    assert engine.waiting_pairs == 2
+    r.hold.set()
+    await asyncio.gather(seed, *mixed)
+    assert r.batches[-1] == ["f", "g"] and r.features[-1] is None
 
 
 async def test_no_model_and_closing_are_503(engine: Engine) -> None:
