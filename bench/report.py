@@ -412,6 +412,7 @@ def markdown(results: dict[str, Any]) -> str:
         "rounds",
         "ms per batch",
         "of which tokenize ms",
+        "the server's engine instead (pads admitted ids) ms",
         "padded length",
         "others' CPU",
     ]
@@ -421,6 +422,7 @@ def markdown(results: dict[str, Any]) -> str:
         " / ".join(_f(x) for x in c["rounds_pairs_per_s"]),
         _f(c["batch_ms"]),
         _f(c["tokenize_ms"]),
+        _f(c.get("pad_admitted_ms"), 2),
         _f(c["padded_length"], 0),
         _f(c["other_cores"], 2),
     ]

@@ -124,6 +124,8 @@ def test_quick_run_end_to_end_writes_its_section_and_keeps_the_others(
     assert meta["device_kind"] == "cpu" and meta["quick"] and meta["cpu_count"] >= 1
     assert meta["command"].startswith("python -m bench.run --quick")
     assert results["ceiling"]["pairs_per_s"] > 0 and results["ceiling"]["batch"] == 32
+    # The engine pads the admission ids of the ceiling's own batches into the same tensors it tokenizes.
+    assert 0 <= results["ceiling"]["pad_admitted_ms"] < results["ceiling"]["tokenize_ms"]
     for name in ("server", "baseline"):
         rows = results[name]
         assert len(rows) == 2
