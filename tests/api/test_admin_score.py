@@ -39,9 +39,9 @@ async def test_staged_version_scored_off_the_live_path(
     queued: list[Any] = []
     real_score = state.engine.score
 
-    async def counting(query: str, docs: list[str]) -> Any:
+    async def counting(query: str, docs: list[str], *rest: Any) -> Any:
         queued.append(query)
-        return await real_score(query, docs)
+        return await real_score(query, docs, *rest)
 
     monkeypatch.setattr(state.engine, "score", counting)
     live_before = state.engine.active
