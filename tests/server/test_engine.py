@@ -133,33 +133,29 @@ async def test_admission_ids_reach_the_runner_only_from_the_version_that_scores(
     await engine.score("q", ["a"])  # truncation on: nothing admitted
     assert r.features[1:] == [None, None]
     # One batch of two requests: their ids in the batch's order; one request without: none at all.
-    r.hold.clear()
-    r.entered.clear()
-    seed = asyncio.create_task(engine.score("q", ["seed"]))
-    await asyncio.to_thread(r.entered.wait, 10)
-    both = [
-        asyncio.create_task(engine.score("q", ["c"], _admitted(slot.loaded, [6]))),
-        asyncio.create_task(engine.score("q", ["d", "e"], _admitted(slot.loaded, [7], [8, 8]))),
-    ]
-    await asyncio.sleep(0)
-    assert engine.waiting_pairs == 3
-    r.hold.set()
-    await asyncio.gather(seed, *both)
+    await _one_batch_behind_a_held_one(
+        engine, r, [("c", _admitted(slot.loaded, [6])), ("d e", _admitted(slot.loaded, [7], [8, 8]))]
+    )
     assert r.batches[-1] == ["c", "d", "e"]
     assert r.features[-1] == {"input_ids": [[6], [7], [8, 8]]}
+    await _one_batch_behind_a_held_one(engine, r, [("f", _admitted(slot.loaded, [6])), ("g", None)])
+    assert r.batches[-1] == ["f", "g"] and r.features[-1] is None
+
+
+async def _one_batch_behind_a_held_one(
+    engine: Engine, r: FakeRunner, requests: list[tuple[str, AdmittedTokens | None]]
+) -> None:
+    """Queue ``requests`` (space-separated documents, admission ids) while a seed batch holds the
+    model thread, so that they wait together and form the next batch; then let all finish."""
     r.hold.clear()
     r.entered.clear()
     seed = asyncio.create_task(engine.score("q", ["seed"]))
     await asyncio.to_thread(r.entered.wait, 10)
-    mixed = [
-        asyncio.create_task(engine.score("q", ["f"], _admitted(slot.loaded, [6]))),
-        asyncio.create_task(engine.score("q", ["g"])),
-    ]
+    jobs = [asyncio.create_task(engine.score("q", docs.split(), admitted)) for docs, admitted in requests]
     await asyncio.sleep(0)
-    assert engine.waiting_pairs == 2
+    assert engine.waiting_pairs == sum(len(docs.split()) for docs, _ in requests)
     r.hold.set()
-    await asyncio.gather(seed, *mixed)
-    assert r.batches[-1] == ["f", "g"] and r.features[-1] is None
+    await asyncio.gather(seed, *jobs)
 
 
 async def test_no_model_and_closing_are_503(engine: Engine) -> None:
