@@ -256,7 +256,8 @@ def alternating_spec(servers: list[Server], docs: int, durations: Durations, tru
 
 
 def summarize_runs(runs: list[tuple[LoadResult, dict[str, float]]]) -> dict[str, Any]:
-    """One row from the rounds of one (server, clients, docs): median throughput, pooled latencies."""
+    """One row from the rounds of one (server, clients, docs): median throughput, pooled latencies
+    and each round's p99."""
     spec = runs[0][0].spec
     ok = [r for result, _ in runs for r in result.ok()]
     latencies = [r.latency for r in ok]
@@ -272,6 +273,9 @@ def summarize_runs(runs: list[tuple[LoadResult, dict[str, float]]]) -> dict[str,
         "rounds_pairs_per_s": rates,
         "p50_ms": percentile(latencies, 50) * 1000,
         "p99_ms": percentile(latencies, 99) * 1000,
+        # Each round's own p99, paired with the peer's of the same round like rounds_pairs_per_s
+        # (report.tail_ratio): the pooled one above follows whichever minute was slowest.
+        "rounds_p99_ms": [percentile([r.latency for r in result.ok()], 99) * 1000 for result, _ in runs],
         "max_ms": max(latencies, default=math.nan) * 1000,
         "requests": len(ok),
         "failures": sum(result.failures for result, _ in runs),

@@ -101,6 +101,8 @@ def _check_load_row(row: dict[str, Any], clients: int, docs: int) -> None:
     assert (row["clients"], row["docs"]) == (clients, docs)
     assert row["failures"] == 0 and row["requests"] >= 1
     assert row["pairs_per_s"] > 0 and row["p50_ms"] > 0 and row["p99_ms"] >= row["p50_ms"]
+    # --quick measures one round: its own p99 is the pooled one
+    assert row["rounds_p99_ms"] == [row["p99_ms"]]
     assert row["loadavg"] >= 0 and row["other_cores"] >= 0 and row["attempts"] == 1  # --quick: no retries
 
 
