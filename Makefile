@@ -54,7 +54,7 @@ lint: setup shellcheck
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 typecheck: setup
-	$(VENV)/bin/mypy server/hotswap_server server/hotswap_agent operator/hotswap_operator contract/hotswap_contract devtools e2e demo
+	$(VENV)/bin/mypy server/hotswap_server server/hotswap_agent operator/hotswap_operator contract/hotswap_contract devtools e2e demo bench
 
 # The real control plane's tests run once, in test-controlplane (inside a network namespace).
 CONTROLPLANE_TESTS := tests/controlplane tests/e2e/test_scenario_controlplane.py tests/e2e/test_controlplane_cluster.py tests/e2e/test_controlplane_ha.py

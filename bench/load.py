@@ -342,24 +342,5 @@ def statuses(records: list[Record]) -> dict[str, int]:
     return out
 
 
-def summarize(result: LoadResult) -> dict[str, Any]:
-    ok = result.ok()
-    latencies = [r.latency for r in ok]
-    return {
-        "clients": result.spec.clients,
-        "docs": result.spec.docs,
-        "pairs_per_s": throughput(result),
-        "chunk_pairs_per_s": window_rates(result.records, *result.window()),
-        "p50_ms": percentile(latencies, 50) * 1000,
-        "p99_ms": percentile(latencies, 99) * 1000,
-        "max_ms": max(latencies, default=math.nan) * 1000,
-        "requests": len(ok),
-        "failures": result.failures,
-        "statuses": statuses(result.records),
-        "errors": result.errors,
-        "seconds": result.finished - result.started,
-    }
-
-
 if __name__ == "__main__":
     raise SystemExit(main())

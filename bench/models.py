@@ -88,6 +88,22 @@ def tiny_set(outdir: Path | None = None) -> ModelSet:
     )
 
 
+def add_models_option(parser: Any) -> None:
+    """``--models minilm|tiny``: the model set a single-process measurement (``bench.part_size``,
+    ``bench.split_forward``) loads with :func:`load_v1`."""
+    parser.add_argument("--models", choices=("minilm", "tiny"), default="minilm")
+
+
+def load_v1(which: str) -> tuple[ModelSet, Any, int]:
+    """The v1 model of ``minilm_set`` or ``tiny_set``, loaded in float32 as the server loads it,
+    and torch's intra-op thread count: what the single-process measurements run on."""
+    import torch
+    from hotswap_server.modelload import load_version
+
+    models = minilm_set() if which == "minilm" else tiny_set()
+    return models, load_version("v1", models.v1_path, torch.float32), torch.get_num_threads()
+
+
 def write_xlmr_reranker(dst: Path, dims: dict[str, int], seed: int, tokenizer_from: Path) -> None:
     """A XLMRobertaForSequenceClassification folder with random weights (fp16 safetensors)."""
     import torch

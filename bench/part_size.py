@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .models import minilm_set, tiny_set
+from .models import add_models_option, load_v1
 from .workload import make_workload
 
 
@@ -49,18 +49,13 @@ def rate(module: Any, tokenizer: Any, size: int, seconds: float, threads: int) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import torch
-    from hotswap_server.modelload import load_version
-
     p = argparse.ArgumentParser(prog="python -m bench.part_size", description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="16,32", help="pairs per batch, comma-separated")
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--seconds", type=float, default=6.0)
-    p.add_argument("--models", choices=("minilm", "tiny"), default="minilm")
+    add_models_option(p)
     args = p.parse_args(argv)
-    models = minilm_set() if args.models == "minilm" else tiny_set()
-    loaded = load_version("v1", models.v1_path, torch.float32)
-    threads = torch.get_num_threads()
+    models, loaded, threads = load_v1(args.models)
     sizes = [int(s) for s in args.sizes.split(",")]
     print(
         f"{models.description}, {threads} threads of single-thread batches; {args.rounds} rounds of {args.seconds} s"

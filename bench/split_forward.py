@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .models import minilm_set, tiny_set
+from .models import add_models_option, load_v1
 from .workload import make_workload
 
 
@@ -60,17 +60,12 @@ def measure(module: Any, tokenizer: Any, size: int, repeats: int, threads: int) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import torch
-    from hotswap_server.modelload import load_version
-
     p = argparse.ArgumentParser(prog="python -m bench.split_forward", description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="3,4,6,16,24,32", help="pairs per batch, comma-separated")
     p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--models", choices=("minilm", "tiny"), default="minilm")
+    add_models_option(p)
     args = p.parse_args(argv)
-    models = minilm_set() if args.models == "minilm" else tiny_set()
-    loaded = load_version("v1", models.v1_path, torch.float32)
-    threads = torch.get_num_threads()
+    models, loaded, threads = load_v1(args.models)
     print(f"{models.description}, {threads} intra-op threads; median of {args.repeats}")
     for size in (int(s) for s in args.sizes.split(",")):
         r = measure(loaded.module, loaded.tokenizer, size, args.repeats, threads)
