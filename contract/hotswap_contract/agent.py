@@ -45,6 +45,10 @@ class Operation(WireModel):
     progress: Progress = Field(default_factory=Progress)
     error: str | None = None
     error_type: str | None = None
+    # With error_type source_unavailable: "transient" (worth a retry), "gone" (the source does not
+    # hold the version) or "refused" (access). A str, not a Literal: a newer agent's value must not
+    # make the whole status unreadable; absent from agents before 2026-11-30.
+    source_fault: str | None = None
     result: dict[str, Any] | None = None
     started_at: str | None = None
     finished_at: str | None = None
@@ -73,11 +77,12 @@ class AgentStatus(WireModel):
     staged: VersionRef | None = None
     on_disk: list[OnDisk] = Field(default_factory=list)
     operation: Operation | None = None
-    last_error: dict[str, Any] | None = None  # {message, type, at, operationId, kind, version}
+    last_error: dict[str, Any] | None = None  # {message, type, at, operationId, kind, version, sourceFault}
     last_activation: dict[str, Any] | None = None  # {version, fromVersion, at, kind, mode, pauseMs, ...}
     last_verify: dict[str, Any] | None = None  # {version, ok, at, operationId, target, errorType?}
     history: list[dict[str, Any]] = Field(default_factory=list)  # summaries of recent operations
-    boot: dict[str, Any] = Field(default_factory=dict)  # {state, file, version, attempts, lastError, ...}
+    # {state, file, version, attempts, lastError, lastSourceFault, ...}
+    boot: dict[str, Any] = Field(default_factory=dict)
     server: ServerView | None = None
 
     @field_validator("active", "previous", "staged", mode="before")

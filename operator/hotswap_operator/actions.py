@@ -72,6 +72,7 @@ class Outcome:
     step: Step
     error: str = ""
     error_type: str | None = None  # the agent's operation errorType, when it said one
+    source_fault: str | None = None  # its sourceFault (transient, gone, refused), when it said one
     digest: str | None = None
     swap: dict[str, Any] | None = None  # what the agent said of a swap: mode, pauseMs, fromVersion, via
     metrics: tuple[float, float] | None = None

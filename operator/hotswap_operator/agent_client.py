@@ -43,12 +43,20 @@ class AgentRejected(AgentError):
 
 
 class OperationFailed(AgentError):
-    """The operation ran and failed; ``error_type`` and ``result`` as the agent reported them."""
+    """The operation ran and failed; ``error_type``, ``source_fault`` and ``result`` as the agent
+    reported them."""
 
-    def __init__(self, message: str, error_type: str | None, result: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        message: str,
+        error_type: str | None,
+        result: dict[str, Any] | None,
+        source_fault: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.error_type = error_type
         self.result = result
+        self.source_fault = source_fault
 
 
 # Operation failures that say "not now" rather than "no": retried until the step's deadline.
@@ -159,7 +167,9 @@ class AgentClient:
             if seen.state == "succeeded":
                 return seen.result or {}
             if seen.state == "failed":
-                raise OperationFailed(seen.error or f"{op.kind} failed", seen.error_type, seen.result)
+                raise OperationFailed(
+                    seen.error or f"{op.kind} failed", seen.error_type, seen.result, seen.source_fault
+                )
             delay = poll.next()
             if not poll.allows(delay):
                 raise Deadline(

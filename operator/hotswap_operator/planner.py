@@ -604,7 +604,13 @@ class _Planner:
                 boot.get("state") == "retrying"
                 and boot.get("version") == good.version
                 and source_gone(
-                    Outcome(ok=False, step=Step.STAGE, error=error, error_type="source_unavailable")
+                    Outcome(
+                        ok=False,
+                        step=Step.STAGE,
+                        error=error,
+                        error_type="source_unavailable",
+                        source_fault=boot.get("lastSourceFault"),
+                    )
                 )
             ):
                 if gone is None:

@@ -299,7 +299,9 @@ INSTALL_RETRY_MAX = 300.0
 
 # The agent says ``source_unavailable`` both for a source it cannot reach now (throttled, a 5xx, a
 # timeout, a reset connection) and for one that answered for good: the version is not there (a 404, no
-# such key, an empty prefix) or access is refused. Told apart by the agent's message.
+# such key, an empty prefix) or access is refused. Since 2026-11-30 the agent says which, in the
+# operation's ``sourceFault``; from an agent older than that (a fleet half-way through an upgrade)
+# the operator tells them apart by the message, with these patterns.
 _SOURCE_GONE = re.compile(
     r"does not exist|answered 404|answered 410|no objects under|NoSuchKey|NoSuchBucket|NotFound|"
     r"404 Client Error|not found",
@@ -310,18 +312,25 @@ SOURCE_RETRY_INITIAL = 2.0  # seconds before the first retry of a transient sour
 SOURCE_RETRY_MAX = 30.0
 
 
+def source_fault(outcome: Outcome) -> str | None:
+    """``transient``, ``gone`` or ``refused`` for a ``source_unavailable`` outcome, else None."""
+    if outcome.error_type != "source_unavailable":
+        return None
+    if outcome.source_fault in ("transient", "gone", "refused"):
+        return outcome.source_fault
+    if _SOURCE_GONE.search(outcome.error):
+        return "gone"
+    return "refused" if _SOURCE_REFUSED.search(outcome.error) else "transient"
+
+
 def source_gone(outcome: Outcome) -> bool:
     """The source answered that it does not hold the version (not a passing trouble)."""
-    return outcome.error_type == "source_unavailable" and bool(_SOURCE_GONE.search(outcome.error))
+    return source_fault(outcome) == "gone"
 
 
 def transient_source_error(outcome: Outcome) -> bool:
     """A source error worth retrying: throttling (429, SlowDown), a 5xx, a timeout, a reset."""
-    return (
-        outcome.error_type == "source_unavailable"
-        and not _SOURCE_GONE.search(outcome.error)
-        and not _SOURCE_REFUSED.search(outcome.error)
-    )
+    return source_fault(outcome) == "transient"
 
 
 def backoff_delay(attempt: int, initial: float, maximum: float) -> float:

@@ -362,6 +362,7 @@ class Reconciler:
                 error=exc.message,
                 error_type=getattr(exc, "error_type", None)
                 or ("agent_unreachable" if isinstance(exc, AgentUnreachable) else None),
+                source_fault=getattr(exc, "source_fault", None),
                 quality=failed if action.kind is Kind.EVALUATE and isinstance(failed, dict) else None,
             )
 

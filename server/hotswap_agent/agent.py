@@ -83,6 +83,7 @@ class Agent:
             "operationId": op.id if op else None,
             "kind": op.kind if op else None,
             "version": op.version if op else None,
+            "sourceFault": op.source_fault if op else None,
         }
 
     async def server_state(self) -> dict[str, Any]:

@@ -88,6 +88,7 @@ class BootLoop:
                 "version": None,
                 "attempts": 0,
                 "lastError": None,
+                "lastSourceFault": None,  # with a source_unavailable lastError: transient, gone, refused
                 "nextAttemptAt": None,
                 "startedAt": utcnow(),
                 "finishedAt": None,
@@ -134,6 +135,7 @@ class BootLoop:
                 self.status["attempts"] += 1
                 self.agent.metrics.boot_attempts.inc()
                 self.status["lastError"] = exc.message
+                self.status["lastSourceFault"] = exc.extra.get("source_fault")
                 self.agent.note_error(exc.message, exc.error_type)
             wait = backoff.next()
             at = datetime.now(UTC) + timedelta(seconds=wait)
@@ -170,6 +172,7 @@ class BootLoop:
             self._finish("done", f"{spec.version} staged, preloaded and activated")
             return True
         self.status["lastError"] = op.error
+        self.status["lastSourceFault"] = op.source_fault
         return False
 
     async def _work(self, op: Operation, req: StageRequest) -> dict[str, Any]:

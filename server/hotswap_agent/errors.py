@@ -7,7 +7,7 @@ Anything else becomes a generic 500 whose details go to the log, never to the cl
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 
 class AgentError(Exception):
@@ -76,11 +76,34 @@ class VersionConflict(AgentError):
     error_type = "version_conflict"
 
 
+SourceFault = Literal["transient", "gone", "refused"]
+
+
 class SourceUnavailable(AgentError):
-    """The source cannot be reached or answered an error."""
+    """The source cannot be reached or answered an error.
+
+    ``fault`` says whether trying again can help, so that the operator need not read it off the
+    message: ``transient`` (throttled, a 5xx, a timeout, a reset connection: worth a retry),
+    ``gone`` (the source answered that it does not hold the version: a 404 or 410, no such key or
+    repository, an empty prefix, a missing path) or ``refused`` (a 401 or 403: the credentials).
+    """
 
     status = 502
     error_type = "source_unavailable"
+
+    def __init__(self, message: str, *, fault: SourceFault = "transient") -> None:
+        super().__init__(message)
+        self.fault: SourceFault = fault
+        self.extra["source_fault"] = fault
+
+
+def http_fault(status: int) -> SourceFault:
+    """What an HTTP status from a source says of the version (for :class:`SourceUnavailable`)."""
+    if status in (404, 410):
+        return "gone"
+    if status in (401, 403):
+        return "refused"
+    return "transient"
 
 
 class SourceInvalid(AgentError):

@@ -25,7 +25,7 @@ from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
 from hotswap_agent.archive import CHUNK, Cancelled
-from hotswap_agent.errors import InvalidSource, SourceInvalid, SourceNotAllowed, SourceUnavailable
+from hotswap_agent.errors import InvalidSource, SourceInvalid, SourceNotAllowed, SourceUnavailable, http_fault
 from hotswap_agent.manifest import MANIFEST_NAME, parse_manifest
 from hotswap_agent.progress import Progress
 from hotswap_agent.settings import Settings
@@ -128,7 +128,10 @@ class HttpFetcher:
                 continue
             try:
                 if resp.status != 200:
-                    raise SourceUnavailable(f"GET {shown} answered {resp.status} {resp.reason or ''}".strip())
+                    raise SourceUnavailable(
+                        f"GET {shown} answered {resp.status} {resp.reason or ''}".strip(),
+                        fault=http_fault(resp.status),
+                    )
                 yield resp
             finally:
                 resp.release()

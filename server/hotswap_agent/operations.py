@@ -41,6 +41,7 @@ class Operation:
     progress: Progress = field(default_factory=Progress)
     error: str | None = None
     error_type: str | None = None
+    source_fault: str | None = None  # with source_unavailable: transient, gone or refused
     result: dict[str, Any] | None = None
     started_at: str = field(default_factory=utcnow)
     finished_at: str | None = None
@@ -57,6 +58,7 @@ class Operation:
             "progress": self.progress.to_json(),
             "error": self.error,
             "errorType": self.error_type,
+            "sourceFault": self.source_fault,
             "result": self.result,
             "startedAt": self.started_at,
             "finishedAt": self.finished_at,
@@ -149,6 +151,7 @@ class OperationManager:
             raise
         except AgentError as exc:
             op.state, op.error, op.error_type = FAILED, exc.message, exc.error_type
+            op.source_fault = exc.extra.get("source_fault")
             if exc.result is not None:
                 op.result = exc.result
         except Exception:

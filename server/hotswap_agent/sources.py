@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from hotswap_agent.archive import Cancelled, safe_relpath, write_file
-from hotswap_agent.errors import AgentError, InvalidSource, SourceInvalid, SourceUnavailable
+from hotswap_agent.errors import (
+    AgentError,
+    InvalidSource,
+    SourceFault,
+    SourceInvalid,
+    SourceUnavailable,
+    http_fault,
+)
 from hotswap_agent.http_source import HttpFetcher
 from hotswap_agent.progress import Progress
 from hotswap_agent.settings import Settings
@@ -78,7 +85,7 @@ def _real_source_path(source: SourceUri, allow: tuple[str, ...]) -> Path:
     real = Path(os.path.realpath(source.location))
     check_allowed(parse_source(real.as_uri()), allow)  # a link must not lead out of the allow-list
     if not real.exists():
-        raise SourceUnavailable(f"{source.canonical} does not exist")
+        raise SourceUnavailable(f"{source.canonical} does not exist", fault="gone")
     return real
 
 
@@ -128,6 +135,24 @@ def _s3_filesystem(settings: Settings) -> Any:
     return s3fs.S3FileSystem(**kwargs)
 
 
+def s3_fault(exc: BaseException) -> SourceFault:
+    """s3fs turns S3's answers into OSErrors (NoSuchKey, NoSuchBucket: FileNotFoundError;
+    AccessDenied: PermissionError); a botocore ClientError it lets through carries the code.
+    An OSError about a local path (the staging folder) says nothing of the source."""
+    if isinstance(exc, FileNotFoundError | PermissionError):
+        if str(exc.filename or "").startswith(os.sep):
+            return "transient"
+        return "gone" if isinstance(exc, FileNotFoundError) else "refused"
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = str(response.get("Error", {}).get("Code", ""))
+        if code in ("NoSuchKey", "NoSuchBucket", "NotFound", "404"):
+            return "gone"
+        if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
+            return "refused"
+    return "transient"
+
+
 def fetch_s3(settings: Settings, source: SourceUri, dest: Path, progress: Progress, *, archive: bool) -> None:
     try:
         fs = _s3_filesystem(settings)
@@ -156,7 +181,7 @@ def fetch_s3(settings: Settings, source: SourceUri, dest: Path, progress: Progre
                 raise SourceInvalid(f"s3 object refused: {exc}") from None
             files.append((rel, name, int(info.get("size") or 0)))
         if not files:
-            raise SourceUnavailable(f"no objects under {source.canonical}")
+            raise SourceUnavailable(f"no objects under {source.canonical}", fault="gone")
         total = sum(size for _, _, size in files)
         progress.expect(total)
         ensure_space(dest, total)
@@ -169,12 +194,34 @@ def fetch_s3(settings: Settings, source: SourceUri, dest: Path, progress: Progre
         local = disk_error(exc)
         if local is not None:
             raise local from None
-        raise SourceUnavailable(f"s3 source {source.canonical}: {describe(exc)}") from None
+        raise SourceUnavailable(
+            f"s3 source {source.canonical}: {describe(exc)}", fault=s3_fault(exc)
+        ) from None
     except Exception as exc:  # botocore and aiobotocore raise their own hierarchies
-        raise SourceUnavailable(f"s3 source {source.canonical}: {describe(exc)}") from None
+        raise SourceUnavailable(
+            f"s3 source {source.canonical}: {describe(exc)}", fault=s3_fault(exc)
+        ) from None
 
 
 # --- hf:// -----------------------------------------------------------------------------------------
+def hf_fault(exc: BaseException) -> SourceFault:
+    """huggingface_hub says "not there" with its own classes (a gated repository is one of them,
+    but it is a question of access) and anything else through the HTTP status it carries."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if isinstance(exc, GatedRepoError):
+        return "refused"
+    if isinstance(exc, RepositoryNotFoundError | RevisionNotFoundError | EntryNotFoundError):
+        return "gone"
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return http_fault(status) if isinstance(status, int) else "transient"
+
+
 def fetch_hf(settings: Settings, source: SourceUri, dest: Path, progress: Progress) -> None:
     # imported here: only needed for hf sources
     from huggingface_hub import HfApi, snapshot_download
@@ -223,9 +270,13 @@ def fetch_hf(settings: Settings, source: SourceUri, dest: Path, progress: Progre
         local = disk_error(exc)
         if local is not None:
             raise local from None
-        raise SourceUnavailable(f"hf source {source.canonical}: {describe(exc)}") from None
+        raise SourceUnavailable(
+            f"hf source {source.canonical}: {describe(exc)}", fault=hf_fault(exc)
+        ) from None
     except Exception as exc:  # huggingface_hub's HTTP and repository errors
-        raise SourceUnavailable(f"hf source {source.canonical}: {describe(exc)}") from None
+        raise SourceUnavailable(
+            f"hf source {source.canonical}: {describe(exc)}", fault=hf_fault(exc)
+        ) from None
     finally:
         stop.set()
         if watcher.is_alive():

@@ -30,8 +30,10 @@ async def test_boot_retries_until_the_source_appears(
     client = await agent_client("--boot-file", str(boot_file))
     retrying = await boot_state(client, "retrying")
     assert "does not exist" in retrying["lastError"] and retrying["nextAttemptAt"]
+    assert retrying["lastSourceFault"] == "gone"  # what the operator reads as "last-good unavailable"
     status = await status_of(client)
     assert status["lastError"]["type"] == "source_unavailable" and status["active"] is None
+    assert status["lastError"]["sourceFault"] == "gone"
 
     async def attempts_grow() -> bool:
         return (await status_of(client))["boot"]["attempts"] >= retrying["attempts"] + 2

@@ -166,7 +166,7 @@ async def test_unreachable_source_and_disk_full(
 ) -> None:
     client = await agent_client()
     op = await run_op(client, "stage", {"version": "v1", "uri": (sources_root / "missing").as_uri()})
-    assert (op["state"], op["errorType"]) == ("failed", "source_unavailable")
+    assert (op["state"], op["errorType"], op["sourceFault"]) == ("failed", "source_unavailable", "gone")
     src = write_model(sources_root / "v1", "one")
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr("hotswap_agent.transfer.shutil.disk_usage", lambda _p: usage(10**9, 10**9, 1000))

@@ -42,7 +42,7 @@ async def test_snapshot(agent_client: ClientFactory, hub: str, sources_root: Pat
 async def test_missing_repo_and_refusals(agent_client: ClientFactory, hub: str, models_root: Path) -> None:
     client = await agent_client("--hf-endpoint", hub, allow=("hf://acme/",))
     op = await run_op(client, "stage", {"version": "v1", "uri": "hf://acme/nothing@main"})
-    assert (op["state"], op["errorType"]) == ("failed", "source_unavailable")
+    assert (op["state"], op["errorType"], op["sourceFault"]) == ("failed", "source_unavailable", "gone")
     resp = await client.post("/v1/stage", json={"version": "v1", "uri": "hf://other/reranker@main"},
                              headers=AUTH)  # fmt: skip
     assert resp.status == 403

@@ -121,6 +121,7 @@ async def test_redirects(agent_client: ClientFactory, http_source: HttpSource, m
     assert "redirect" in op["error"] and "another host" in op["error"]
     op = await run_op(client, "stage", {"version": "v3", "uri": f"{http_source.base}/loop/v1.tar.gz"})
     assert (op["state"], op["errorType"]) == ("failed", "source_unavailable") and "redirects" in op["error"]
+    assert op["sourceFault"] == "transient"
     assert sorted(p.name for p in models_root.iterdir()) == [".hotswap", "v1"]
 
 
@@ -134,6 +135,7 @@ async def test_missing_file(agent_client: ClientFactory, http_source: HttpSource
     client = await agent_client(allow=(http_source.base + "/",))
     op = await run_op(client, "stage", {"version": "v1", "uri": f"{http_source.base}/models/none.tar.gz"})
     assert (op["state"], op["errorType"]) == ("failed", "source_unavailable") and "404" in op["error"]
+    assert op["sourceFault"] == "gone"  # the operator fails the rollout at once, no retries
 
 
 async def test_name_resolving_to_link_local_is_refused(

@@ -49,6 +49,7 @@ async def test_a_throttled_source_is_asked_again(
     assert op["state"] == "succeeded", (op["error"], op["errorType"])
     op = await run_op(client, "stage", {"version": "v2", "uri": f"{base}/down/v1/"})
     assert (op["state"], op["errorType"]) == ("failed", "source_unavailable") and "503" in op["error"]
+    assert op["sourceFault"] == "transient"  # the operator tries again later, with its own backoff
     assert hits["down"] == 1 + BUSY_RETRIES
 
 

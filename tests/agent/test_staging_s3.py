@@ -92,9 +92,9 @@ async def test_missing_and_unsafe_keys(
 ) -> None:
     client = await agent_client("--s3-endpoint-url", s3_endpoint, allow=(f"s3://{BUCKET}/",))
     op = await run_op(client, "stage", {"version": "v1", "uri": f"s3://{BUCKET}/nothing-here/"})
-    assert (op["state"], op["errorType"]) == ("failed", "source_unavailable")
+    assert (op["state"], op["errorType"], op["sourceFault"]) == ("failed", "source_unavailable", "gone")
     op = await run_op(client, "stage", {"version": "v1", "uri": f"s3://{BUCKET}/nothing-here.tar"})
-    assert (op["state"], op["errorType"]) == ("failed", "source_unavailable")
+    assert (op["state"], op["errorType"], op["sourceFault"]) == ("failed", "source_unavailable", "gone")
     s3.put_object(Bucket=BUCKET, Key="evil/a\\b", Body=b"x")
     op = await run_op(client, "stage", {"version": "v1", "uri": f"s3://{BUCKET}/evil/"})
     assert (op["state"], op["errorType"]) == ("failed", "source_invalid")

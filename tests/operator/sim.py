@@ -138,8 +138,11 @@ class Sim:
     evaluations: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     # (pod, step, version) -> (error_type, the pod restarts: staged lost, back on its previous version)
     pod_faults: dict[tuple[str, Step, str], tuple[str, bool]] = dataclasses.field(default_factory=dict)
-    # (pod or "*", version) -> the agent's source_unavailable messages, one consumed per stage attempt
-    source_errors: dict[tuple[str, str], list[str]] = dataclasses.field(default_factory=dict)
+    # (pod or "*", version) -> the agent's source_unavailable messages, one consumed per stage attempt:
+    # a message alone is what an agent from before sourceFault said; (message, fault) a newer one
+    source_errors: dict[tuple[str, str], list[str | tuple[str, str]]] = dataclasses.field(
+        default_factory=dict
+    )
 
     def step(self) -> Plan:
         p = plan(
@@ -211,8 +214,14 @@ class Sim:
             if action.needs_stage:
                 queue = self.source_errors.get((pod.name, v)) or self.source_errors.get(("*", v))
                 if queue:
+                    said = queue.pop(0)
+                    error, fault = (said, None) if isinstance(said, str) else said
                     return Outcome(
-                        ok=False, step=Step.STAGE, error=queue.pop(0), error_type="source_unavailable"
+                        ok=False,
+                        step=Step.STAGE,
+                        error=error,
+                        error_type="source_unavailable",
+                        source_fault=fault,
                     )
                 if err := fail(Step.STAGE):
                     return Outcome(ok=False, step=Step.STAGE, error=err)

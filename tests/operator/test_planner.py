@@ -6,8 +6,9 @@ import datetime
 
 import pytest
 from hotswap_operator import conditions as cond
-from hotswap_operator.actions import Kind
+from hotswap_operator.actions import Kind, Outcome
 from hotswap_operator.models import HistoryResult, Phase, PodState, Step
+from hotswap_operator.progress import source_fault
 from hotswap_operator.timeutil import parse
 
 from .sim import Sim, SimPod, boot_ref, digest_of, fleet, make_spec
@@ -607,6 +608,40 @@ def test_a_source_that_does_not_hold_the_version_fails_at_once(message: str) -> 
     assert "SourceUnavailable" not in [e.reason for e in sim.events]
 
 
+def test_the_agents_source_fault_decides_over_the_message() -> None:
+    # A proxy's 502 page that reads "Not Found" upstream: the agent says transient, so it is retried,
+    # where the message alone (an agent from before sourceFault) would have failed the rollout.
+    sim = Sim(spec=make_spec("v2"), pods=fleet(2), boot=boot_ref("v1"))
+    sim.source_errors[("pod-1", "v2")] = [
+        ("GET http://registry/v2/x answered 502 upstream not found", "transient")
+    ]
+    sim.run()
+    r = sim.status.rollout
+    assert r is not None and r.phase is Phase.COMPLETE and [p.active for p in sim.pods.values()] == ["v2"] * 2
+    assert [e.reason for e in sim.events].count("SourceUnavailable") == 1
+    # ... and a message with nothing to match fails at once when the agent says the version is gone.
+    sim = Sim(spec=make_spec("v2"), pods=fleet(2), boot=boot_ref("v1"))
+    sim.source_errors[("pod-1", "v2")] = [("hf source hf://acme/r@v2: RevisionNotFoundError", "gone")]
+    sim.run()
+    r = sim.status.rollout
+    assert r is not None and r.phase is Phase.ROLLED_BACK and r.failure is not None
+    assert "SourceUnavailable" not in [e.reason for e in sim.events]
+
+
+def test_source_fault_reads_the_agents_word_then_the_message() -> None:
+    def outcome(error: str, fault: str | None = None, error_type: str = "source_unavailable") -> Outcome:
+        return Outcome(ok=False, step=Step.STAGE, error=error, error_type=error_type, source_fault=fault)
+
+    assert source_fault(outcome("anything", "gone")) == "gone"
+    assert source_fault(outcome("answered 404 Not Found", "transient")) == "transient"
+    assert source_fault(outcome("answered 403 Forbidden", "refused")) == "refused"
+    # no word from the agent, or one this operator does not know: the message decides
+    assert source_fault(outcome("answered 404 Not Found")) == "gone"
+    assert source_fault(outcome("answered 403 Forbidden", "someday")) == "refused"
+    assert source_fault(outcome("answered 503 Service Unavailable")) == "transient"
+    assert source_fault(outcome("not found", "gone", error_type="digest_mismatch")) is None
+
+
 def test_a_failed_first_install_is_retried_with_backoff() -> None:
     sim = Sim(spec=make_spec("v1"), pods=fleet(2, version=None))
     sim.failures[("*", Step.STAGE, "v1")] = "source_invalid: model.safetensors missing"
@@ -672,6 +707,25 @@ def test_the_last_good_source_gone_is_reported_when_a_new_pod_needs_it() -> None
     sim.run()
     assert sim.pods["pod-3"].active == "v1" and sim.status.last_good_unavailable is None
     assert cond_of(sim, cond.DEGRADED)[0] == "False"
+
+
+def test_a_boot_failing_for_a_passing_reason_does_not_report_the_last_good_gone() -> None:
+    sim = Sim(spec=make_spec("v1"), pods=fleet(1), boot=boot_ref("v1"))
+    sim.run()
+    new = SimPod(name="pod-2", busy=True)
+    # the message would read as "gone", but the agent said it was a passing trouble
+    new.boot = {"state": "retrying", "version": "v1", "lastError": "GET http://r/v1 answered 502 not found",
+                "lastSourceFault": "transient"}  # fmt: skip
+    sim.pods[new.name] = new
+    sim.step()
+    assert cond_of(sim, cond.DEGRADED)[0] == "False" and sim.status.last_good_unavailable is None
+    new.boot = {
+        **new.boot,
+        "lastError": "hf source hf://acme/r@v1: RevisionNotFoundError",
+        "lastSourceFault": "gone",
+    }
+    sim.step()
+    assert cond_of(sim, cond.DEGRADED) == ("True", "LastGoodUnavailable")
 
 
 def test_the_last_good_source_gone_is_read_off_a_failing_boot() -> None:
