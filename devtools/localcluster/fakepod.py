@@ -8,6 +8,7 @@ operations run in the background and are polled through ``/v1/status``; one at a
 
     {"fail": [{"step": "canary", "version": "v3", "error": "document 1 ranked first, expected 0"},
               {"step": "stage", "version": "v4", "times": 2, "errorType": "source_unavailable",
+               "sourceFault": "transient",
                "error": "GET http://registry/v4/manifest.json answered 429 Too Many Requests"}],
      "delay": {"stage": 0.5, "preload": 0.2, "activate": 0.05},
      "errors": [{"version": "v4", "pods": ["reranker-0"], "every": 2}],
@@ -58,11 +59,18 @@ DEFAULT_DELAYS = {
 
 
 class OpError(Exception):
-    def __init__(self, message: str, error_type: str, result: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        error_type: str,
+        result: dict[str, Any] | None = None,
+        source_fault: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.error_type = error_type
         self.result = result
+        self.source_fault = source_fault  # with source_unavailable, as the agent says it
 
 
 class FakePod:
@@ -109,9 +117,10 @@ class FakePod:
                 return True
         return False
 
-    def scripted_failure(self, step: str, version: str | None) -> tuple[str, str | None] | None:
-        """The first matching ``fail`` rule's error and error type (``errorType``, else the step's);
-        a rule with ``times`` fails only that many operations of this pod (a transient error)."""
+    def scripted_failure(self, step: str, version: str | None) -> tuple[str, str | None, str | None] | None:
+        """The first matching ``fail`` rule's error, error type (``errorType``, else the step's) and
+        ``sourceFault`` (absent: an agent from before it); a rule with ``times`` fails only that many
+        operations of this pod (a transient error)."""
         for rule in self.script().get("fail", []):
             if rule.get("step") != step:
                 continue
@@ -125,7 +134,11 @@ class FakePod:
                 if hits >= int(rule["times"]):
                     continue
                 self._rule_hits[key] = hits + 1
-            return str(rule.get("error", f"scripted {step} failure")), rule.get("errorType")
+            return (
+                str(rule.get("error", f"scripted {step} failure")),
+                rule.get("errorType"),
+                rule.get("sourceFault"),
+            )
         return None
 
     @staticmethod
@@ -171,6 +184,7 @@ class FakePod:
             "state": "running",
             "error": None,
             "errorType": None,
+            "sourceFault": None,
             "result": None,
             "startedAt": timeutil.iso(timeutil.now()),
             "finishedAt": None,
@@ -187,11 +201,16 @@ class FakePod:
             for step, error_type in self.script_steps(op["kind"], body):
                 failure = self.scripted_failure(step, op["version"])
                 if failure:
-                    raise OpError(failure[0], failure[1] or error_type)
+                    raise OpError(failure[0], failure[1] or error_type, source_fault=failure[2])
             op["result"] = await getattr(self, f"_{op['kind']}")(op["version"], body)
             op["state"] = "succeeded"
         except (OpError, ContractError) as exc:
-            op.update(state="failed", error=exc.message, errorType=exc.error_type)
+            op.update(
+                state="failed",
+                error=exc.message,
+                errorType=exc.error_type,
+                sourceFault=getattr(exc, "source_fault", None),
+            )
             kept = getattr(exc, "result", None)
             if kept is not None:
                 op["result"] = kept  # kept on failure, as the agent does (verify, evaluate)
@@ -210,7 +229,7 @@ class FakePod:
             return {"version": version, "digest": known.digest, "noop": True}
         path = Path(uri.removeprefix("file://"))
         if uri.startswith("file://") and not path.exists():
-            raise OpError(f"{uri} does not exist", "source_unavailable")  # as the agent says it
+            raise OpError(f"{uri} does not exist", "source_unavailable", source_fault="gone")  # as the agent
         if not uri.startswith("file://") or not path.is_dir():
             raise OpError(f"source {uri} is not a folder", "source_unavailable")
         digest = await asyncio.to_thread(folder_digest, path)
@@ -344,7 +363,12 @@ class FakePod:
             await self._activate(version, {})
             op["state"] = "succeeded"
         except (OpError, ContractError) as exc:
-            op.update(state="failed", error=exc.message, errorType=exc.error_type)
+            op.update(
+                state="failed",
+                error=exc.message,
+                errorType=exc.error_type,
+                sourceFault=getattr(exc, "source_fault", None),
+            )
         op["finishedAt"] = timeutil.iso(timeutil.now())
 
     def status(self) -> dict[str, Any]:

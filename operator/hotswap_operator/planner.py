@@ -600,19 +600,13 @@ class _Planner:
         for pod in self.pods:
             boot = pod.agent.boot if pod.agent is not None else {}
             error = str(boot.get("lastError") or "")
-            if (
-                boot.get("state") == "retrying"
-                and boot.get("version") == good.version
-                and source_gone(
-                    Outcome(
-                        ok=False,
-                        step=Step.STAGE,
-                        error=error,
-                        error_type="source_unavailable",
-                        source_fault=boot.get("lastSourceFault"),
-                    )
+            if "lastSourceFault" in boot:  # an agent that says it: null is "not a source error"
+                not_there = boot["lastSourceFault"] == "gone"
+            else:  # an agent from before it: the message alone (boot status has no error type)
+                not_there = source_gone(
+                    Outcome(ok=False, step=Step.STAGE, error=error, error_type="source_unavailable")
                 )
-            ):
+            if boot.get("state") == "retrying" and boot.get("version") == good.version and not_there:
                 if gone is None:
                     self._event(
                         "Warning",

@@ -72,6 +72,10 @@ class Operation:
             "version": self.version,
             "state": self.state,
             "error": self.error,
+            # The operator finds its operation here once another has become the current one: it
+            # needs to know what kind of failure it was as much as the current one's poller does.
+            "errorType": self.error_type,
+            "sourceFault": self.source_fault,
             "startedAt": self.started_at,
             "finishedAt": self.finished_at,
             "stepSeconds": self.progress.timings(),

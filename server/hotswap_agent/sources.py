@@ -135,21 +135,36 @@ def _s3_filesystem(settings: Settings) -> Any:
     return s3fs.S3FileSystem(**kwargs)
 
 
+# S3 codes s3fs turns into PermissionError that are not a refusal of access: a token that expired
+# or a clock off by minutes passes (the pod's identity is refreshed, the clock is corrected).
+_S3_PASSING = frozenset({"ExpiredToken", "TokenRefreshRequired", "RequestTimeTooSkewed"})
+
+
+def _s3_code(exc: BaseException) -> str:
+    """The S3 error code of a botocore ClientError, or of the one s3fs translated (its cause)."""
+    for e in (exc, exc.__cause__):
+        response = getattr(e, "response", None)
+        if isinstance(response, dict):
+            return str(response.get("Error", {}).get("Code", ""))
+    return ""
+
+
 def s3_fault(exc: BaseException) -> SourceFault:
     """s3fs turns S3's answers into OSErrors (NoSuchKey, NoSuchBucket: FileNotFoundError;
-    AccessDenied: PermissionError); a botocore ClientError it lets through carries the code.
-    An OSError about a local path (the staging folder) says nothing of the source."""
+    AccessDenied: PermissionError) built from a message alone, so without an errno; a botocore
+    ClientError it lets through carries the code. An OSError with an errno is the OS's, about a
+    local path (the staging folder): it says nothing of the source."""
+    code = _s3_code(exc)
+    if code in _S3_PASSING:
+        return "transient"
     if isinstance(exc, FileNotFoundError | PermissionError):
-        if str(exc.filename or "").startswith(os.sep):
+        if exc.errno is not None:
             return "transient"
         return "gone" if isinstance(exc, FileNotFoundError) else "refused"
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        code = str(response.get("Error", {}).get("Code", ""))
-        if code in ("NoSuchKey", "NoSuchBucket", "NotFound", "404"):
-            return "gone"
-        if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
-            return "refused"
+    if code in ("NoSuchKey", "NoSuchBucket", "NotFound", "404"):
+        return "gone"
+    if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
+        return "refused"
     return "transient"
 
 
@@ -206,14 +221,24 @@ def fetch_s3(settings: Settings, source: SourceUri, dest: Path, progress: Progre
 # --- hf:// -----------------------------------------------------------------------------------------
 def hf_fault(exc: BaseException) -> SourceFault:
     """huggingface_hub says "not there" with its own classes (a gated repository is one of them,
-    but it is a question of access) and anything else through the HTTP status it carries."""
+    but it is a question of access) and anything else through the HTTP status it carries.
+
+    ``LocalEntryNotFoundError`` is an ``EntryNotFoundError`` too, but it means the hub could not be
+    asked (no connection, a timeout, a 429 or 5xx: ``snapshot_download`` raises it whenever its own
+    lookup fails otherwise): what the hub answered, if anything, is its cause. A private repository
+    asked without a token answers 401 as "repository not found" (the hub will not say it exists): it
+    reads as ``gone``, and the agent's token is then the first thing to check.
+    """
     from huggingface_hub.errors import (
         EntryNotFoundError,
         GatedRepoError,
+        LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
+    if isinstance(exc, LocalEntryNotFoundError):
+        return hf_fault(exc.__cause__) if exc.__cause__ is not None else "transient"
     if isinstance(exc, GatedRepoError):
         return "refused"
     if isinstance(exc, RepositoryNotFoundError | RevisionNotFoundError | EntryNotFoundError):

@@ -29,7 +29,7 @@ class AdmittedTokens:
 
     When truncation is off, the admission check must tokenize every pair to refuse one that is
     too long; the engine then pads these ids into its batch instead of tokenizing the same pairs
-    a second time on the model thread (32 pairs of 71 tokens: 9-11 ms to tokenize, 1.1-1.3 ms to pad;
+    a second time on the model thread (32 pairs of 71 tokens: 8.6-11 ms to tokenize, 0.75-1.3 ms to pad;
     ``make bench``'s raw-ceiling table), but only when the version that scores them is
     ``loaded``, the one whose tokenizer made them.
     """

@@ -28,6 +28,13 @@ class _ClientError(Exception):
         self.response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": 400}}
 
 
+def _translated(cls: type[OSError], code: str) -> OSError:
+    """What s3fs.errors.translate_boto_error makes of a ClientError: a message only, the cause set."""
+    exc = cls(f"An error occurred ({code})")
+    exc.__cause__ = _ClientError(code)
+    return exc
+
+
 @pytest.mark.parametrize(
     ("exc", "fault"),
     [
@@ -38,8 +45,14 @@ class _ClientError(Exception):
         (_ClientError("SlowDown"), "transient"),
         (_ClientError("InternalError"), "transient"),
         (ConnectionResetError("reset by peer"), "transient"),
-        # the staging folder, not the bucket: nothing said of the source
+        # the staging folder, not the bucket (an errno: the OS's): nothing said of the source
         (FileNotFoundError(2, "No such file or directory", "/models/.hotswap/tmp-v1/a"), "transient"),
+        (PermissionError(13, "Permission denied", "models/.hotswap/tmp-v1"), "transient"),
+        # s3fs's PermissionError for a token that expired or a skewed clock: they pass
+        (_translated(PermissionError, "ExpiredToken"), "transient"),
+        (_translated(PermissionError, "RequestTimeTooSkewed"), "transient"),
+        (_translated(PermissionError, "AccessDenied"), "refused"),
+        (_translated(FileNotFoundError, "NoSuchKey"), "gone"),
         (TimeoutError(), "transient"),
     ],
 )
@@ -53,6 +66,7 @@ def test_hub_errors() -> None:
         EntryNotFoundError,
         GatedRepoError,
         HfHubHTTPError,
+        LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
@@ -70,6 +84,14 @@ def test_hub_errors() -> None:
     assert hf_fault(answered(HfHubHTTPError, 429)) == "transient"
     assert hf_fault(answered(HfHubHTTPError, 503)) == "transient"
     assert hf_fault(ConnectionError("Name or service not known")) == "transient"
+    # snapshot_download could not ask the hub: the cause says why, or nothing does (no connection)
+    throttled = LocalEntryNotFoundError("cannot reach the hub")
+    throttled.__cause__ = answered(HfHubHTTPError, 429)
+    assert hf_fault(throttled) == "transient"
+    assert hf_fault(LocalEntryNotFoundError("offline")) == "transient"
+    missing = LocalEntryNotFoundError("cannot find the revision")
+    missing.__cause__ = answered(RevisionNotFoundError, 404)
+    assert hf_fault(missing) == "gone"
 
 
 def test_the_fault_reaches_the_error_body_and_defaults_to_transient() -> None:

@@ -145,11 +145,15 @@ def test_tail_ratio_pairs_each_rounds_p99_and_still_shows_the_pooled_one() -> No
     # A round where we were behind counts as one vote of three, not as the verdict.
     worse = {**ours, "rounds_p99_ms": [2000.0, 3100.0, 2500.0]}
     assert tail_ratio(worse, theirs)[0] == pytest.approx(2500.0 / 2400.0)
-    # Rounds that do not pair up (one round, other counts, a round without answers): pooled.
-    pooled = (pytest.approx(2600.0 / 2400.0), "2600 / 2400 ms")
+    # Rounds that do not pair up (one round, other counts, a peer's round without answers): pooled.
+    pooled = (pytest.approx(2600.0 / 2400.0), "pooled 2600 / 2400 ms")
     assert tail_ratio({**ours, "rounds_p99_ms": [2600.0]}, {**theirs, "rounds_p99_ms": [2400.0]}) == pooled
     assert tail_ratio(ours, {**theirs, "rounds_p99_ms": [2200.0, 2800.0]}) == pooled
-    assert tail_ratio({**ours, "rounds_p99_ms": [2000.0, math.nan, 1900.0]}, theirs) == pooled
+    assert tail_ratio(ours, {**theirs, "rounds_p99_ms": [2200.0, math.nan, 2400.0]}) == pooled
+    # A round in which we answered nothing is a round we lost, not one left out.
+    silent = {**ours, "rounds_p99_ms": [2000.0, math.nan, 1900.0]}
+    assert tail_ratio(silent, theirs)[0] == pytest.approx(2000.0 / 2200.0)
+    assert tail_ratio({**silent, "rounds_p99_ms": [math.nan, math.nan, 1900.0]}, theirs)[0] == math.inf
     assert tail_ratio({"p99_ms": 1.0}, {"p99_ms": 0.0})[0] == math.inf
 
 

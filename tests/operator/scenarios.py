@@ -716,8 +716,10 @@ async def pod_killed_mid_swap(
 
 
 async def transient_source_error_is_retried(fleet: Fleet) -> LoadReport:
-    """The source throttles every pod's first two stages (a 429): retried with backoff within
-    podTimeoutSeconds, the rollout completes, the fleet is never rolled back."""
+    """The source fails every pod's first two stages for a passing reason: retried with backoff
+    within podTimeoutSeconds, the rollout completes, the fleet is never rolled back. The message
+    would read as "not found" to an operator that went by the text: the agent's sourceFault
+    (transient) is what decides, carried from the pod's status through the operator."""
     assert not fleet.real, "fake pods only: they can be told the source throttles"
     c = fleet.cluster
     await fleet.baseline("v1")
@@ -727,7 +729,8 @@ async def transient_source_error_is_retried(fleet: Fleet) -> LoadReport:
             "version": "v7",
             "times": 2,
             "errorType": "source_unavailable",
-            "error": "GET http://registry/v7/manifest.json answered 429 Too Many Requests",
+            "sourceFault": "transient",  # (the message alone, from older agents: test_planner.py)
+            "error": "GET http://registry/v7/manifest.json answered 502 Bad Gateway (upstream: not found)",
         }
     )
     async with c.load() as load:

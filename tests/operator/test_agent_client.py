@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hotswap_operator.agent_client import AgentClient, AgentRejected, Deadline, TokenSource
+from hotswap_operator.agent_client import AgentClient, AgentRejected, Deadline, OperationFailed, TokenSource
 
 
 class Reply:
@@ -97,3 +97,19 @@ async def test_a_refusal_is_final_and_a_lasting_outage_ends_at_the_deadline(tmp_
     with pytest.raises(Deadline, match=r"activate did not finish within 0s: POST /v1/activate: 502 down"):
         await client(down, tmp_path).run("10.0.0.1", "activate", {"version": "v2"}, timeout=0.35)
     assert 2 <= len(down.urls) <= 3  # tries at 0, 0.1, 0.3s; a 0.4s wait would pass the deadline
+
+
+@pytest.mark.parametrize("where", ["operation", "history"])
+async def test_a_failed_operation_keeps_the_agents_error_type_and_source_fault(
+    tmp_path: Path, where: str
+) -> None:
+    failed = {**op("failed"), "kind": "stage", "error": "GET http://r/v2 answered 502", "errorType":
+              "source_unavailable", "sourceFault": "transient"}  # fmt: skip
+    # Found as the current operation, or in history once another operation has started since.
+    status = {"operation": failed} if where == "operation" else {"operation": {**op("running"), "id": "op-2"},
+                                                                  "history": [failed]}  # fmt: skip
+    session = Session({"POST /v1/stage": [Reply(202, op("running"))], "GET /v1/status": [Reply(200, status)]})
+    with pytest.raises(OperationFailed) as caught:
+        await client(session, tmp_path).run("10.0.0.1", "stage", {"version": "v2"}, timeout=10)
+    assert (caught.value.error_type, caught.value.source_fault) == ("source_unavailable", "transient")
+    assert caught.value.message == "GET http://r/v2 answered 502"

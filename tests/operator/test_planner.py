@@ -719,6 +719,11 @@ def test_a_boot_failing_for_a_passing_reason_does_not_report_the_last_good_gone(
     sim.pods[new.name] = new
     sim.step()
     assert cond_of(sim, cond.DEGRADED)[0] == "False" and sim.status.last_good_unavailable is None
+    # not a source error at all (null): the boot file is not there yet, whatever the message says
+    new.boot = {**new.boot, "lastError": "boot file /etc/hotswap/boot.json does not exist (yet)",
+                "lastSourceFault": None}  # fmt: skip
+    sim.step()
+    assert cond_of(sim, cond.DEGRADED)[0] == "False" and sim.status.last_good_unavailable is None
     new.boot = {
         **new.boot,
         "lastError": "hf source hf://acme/r@v1: RevisionNotFoundError",
