@@ -105,13 +105,17 @@ def test_report_says_when_infinity_was_not_measured_and_fails_its_target() -> No
     assert "| Infinity 0.0.78: not measured — skipped (--no-infinity) |" in markdown(skipped)
 
 
-def test_report_puts_infinity_rows_next_to_ours_with_a_target_per_load() -> None:
-    row = {"docs": 3, "clients": 32, "pairs_per_s": 90.0, "rounds_pairs_per_s": [90.0], "p50_ms": 1.0,
-           "p99_ms": 1.5, "requests": 10, "failures": 0, "loadavg": 0.1, "other_cores": 0.0}  # fmt: skip
+def _measured_peer(**row: Any) -> dict[str, Any]:
+    """Infinity measured at 32 clients x 3 docs: 90 pairs/s, p99 1.5 ms, unless ``row`` says otherwise."""
+    base = {"docs": 3, "clients": 32, "pairs_per_s": 90.0, "rounds_pairs_per_s": [90.0], "p50_ms": 1.0,
+            "p99_ms": 1.5, "requests": 10, "failures": 0, "loadavg": 0.1, "other_cores": 0.0}  # fmt: skip
     sanity = {"docs": 8, "same_order": True, "max_abs_diff": 1e-6}
-    peer = {"version": "0.0.78", "rows": [row], "built": False, "install_s": 0.0, "sanity": sanity,
+    return {"version": "0.0.78", "rows": [{**base, **row}], "built": False, "install_s": 0.0, "sanity": sanity,
             "versions": {"torch": "2.13.0", "transformers": "4.57.6"}}  # fmt: skip
-    results = _with_peer(peer)
+
+
+def test_report_puts_infinity_rows_next_to_ours_with_a_target_per_load() -> None:
+    results = _with_peer(_measured_peer())
     (target,) = [t for t in results["targets"] if "Infinity" in t.name]
     # ours: 100 pairs/s, p99 2.0 ms against 90 and 1.5: ahead on throughput, behind on the tail.
     assert not target.passed and "pairs/s 1.11x" in target.measured and "p99 1.33x" in target.measured
@@ -158,12 +162,7 @@ def test_tail_ratio_pairs_each_rounds_p99_and_still_shows_the_pooled_one() -> No
 
 
 def test_a_peer_target_is_judged_on_the_per_round_p99_ratios() -> None:
-    row = {"docs": 3, "clients": 32, "pairs_per_s": 90.0, "rounds_pairs_per_s": [90.0, 90.0], "p50_ms": 1.0,
-           "p99_ms": 2000.0, "rounds_p99_ms": [2000.0, 1600.0], "requests": 10, "failures": 0, "loadavg": 0.1,
-           "other_cores": 0.0}  # fmt: skip
-    sanity = {"docs": 8, "same_order": True, "max_abs_diff": 1e-6}
-    peer = {"version": "0.0.78", "rows": [row], "built": False, "install_s": 0.0, "sanity": sanity,
-            "versions": {"torch": "2.13.0", "transformers": "4.57.6"}}  # fmt: skip
+    peer = _measured_peer(rounds_pairs_per_s=[90.0, 90.0], p99_ms=2000.0, rounds_p99_ms=[2000.0, 1600.0])
     results = _with_peer(peer)
     ours = results["server"][0]
     ours.update(rounds_pairs_per_s=[100.0, 100.0], p99_ms=2000.0, rounds_p99_ms=[1800.0, 1500.0])
